@@ -1,0 +1,115 @@
+"""The `dfserve` command line: one console script, several subcommands.
+
+Heavy packages (torch, onnx, tritonclient) are imported inside the subcommands that need them, so
+`dfserve --help` is instant and a missing optional package names the extra to install.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__, spec
+from .errors import DfserveError, UsageError
+
+log = logging.getLogger("dfserve")
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------- export
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export", help="export a seed checkpoint to validated ONNX models (classifier + face detector)",
+        description="Export a seed checkpoint (model_<acc>_acc_<N>_frames_final_data.pt) to "
+                    "frame_classifier.onnx and face_detector.onnx, validate both against PyTorch on real "
+                    "face crops, and write metadata.json beside them.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", type=Path, help="seed state dict (.pt), plain or DataParallel")
+    src.add_argument("--random-init", action="store_true",
+                     help="use seeded RANDOM, UNTRAINED weights (engine tests only); needs --seed")
+    p.add_argument("--seed", type=int, help="random seed for --random-init")
+    p.add_argument("--out", type=Path, required=True, help="output folder for the models")
+    p.add_argument("--head", choices=spec.HEADS, default=spec.DEFAULT_HEAD,
+                   help="video head recorded in the metadata: mean (training notebook) or last (Django app)")
+    p.add_argument("--no-validate", action="store_true", help="skip the validation against PyTorch")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    if args.random_init and args.seed is None:
+        raise UsageError("--random-init needs --seed N (so the untrained weights are reproducible)")
+    if not args.random_init and args.checkpoint is None:
+        raise UsageError("no checkpoint: pass --checkpoint CKPT, or --random-init --seed N for UNTRAINED weights")
+    from .export.onnx_export import UNTRAINED_WARNING, export_models
+
+    if args.random_init:
+        print(f"\n!!! {UNTRAINED_WARNING}\n", file=sys.stderr)
+    rep = export_models(args.out, checkpoint=args.checkpoint, random_init=args.random_init, seed=args.seed,
+                        head=args.head, validate=not args.no_validate)
+    print(f"exported to {rep.out_dir} in {rep.seconds:.1f} s")
+    for name, size in rep.sizes.items():
+        print(f"  {name:24s} {size / 1e6:8.1f} MB")
+    v = rep.metadata.get("validation", {})
+    if v:
+        c, d = v["frame_classifier"], v["face_detector"]
+        print(f"  classifier: max |logit error| {c['max_abs_logit_error']:.2e}, "
+              f"max verdict prob error {c['max_verdict_prob_error']:.2e} (tolerance {spec.TOL_VERDICT_PROB})")
+        print(f"  detector:   max |score error| {d['max_abs_scores_error']:.2e}, "
+              f"vs shipped ONNX {d['max_abs_shipped_scores_error']:.2e}")
+    if rep.metadata["weights"]["untrained"]:
+        print(f"\n!!! {UNTRAINED_WARNING}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dfserve", description="Deepfake-video detection inference engine for the seed ResNeXt50+LSTM model.",
+        epilog="Run `dfserve COMMAND --help` for a command's options.")
+    p.add_argument("--version", action="version", version=f"dfserve {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=1, help="more logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_export(sub)
+    for add in _extra_commands():
+        add(sub)
+    return p
+
+
+def _extra_commands():
+    """Subcommands defined in their own modules (kept out of this file to keep it small)."""
+    from . import commands
+
+    return commands.ALL
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        parser.exit(EXIT_USAGE, f"dfserve {args.command}: error: {exc}\n")
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except DfserveError as exc:
+        print(f"dfserve {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

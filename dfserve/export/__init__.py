@@ -1,0 +1,1 @@
+"""Model definitions, seed checkpoint loading, ONNX export + validation, TensorRT build."""

@@ -1,0 +1,1 @@
+"""decode -> sample -> detect -> crop -> classify -> aggregate, with pluggable runtimes."""
