@@ -1,4 +1,159 @@
-"""Subcommands beyond `export` (score, demo, repo, serve, bench): each registers itself here."""
+"""Subcommands beyond `export`: score, demo (and those registered by later modules)."""
 from __future__ import annotations
 
-ALL = []
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import spec
+from .errors import UsageError
+
+log = logging.getLogger("dfserve")
+
+
+# -------------------------------------------------------------------------------------------- score
+def add_score_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `score` (embedded or --server) and anything that scores videos."""
+    from .pipeline.sampling import DEFAULT_POLICY, HELP
+
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="video files, folders (searched recursively) or @list.txt (one path per line)")
+    src = p.add_argument_group("model (embedded runtime)")
+    src.add_argument("--checkpoint", type=Path, help="seed checkpoint; exported on first use into a cache "
+                                                      "keyed by its sha256 ($DFSERVE_CACHE or ~/.cache/dfserve)")
+    src.add_argument("--models", type=Path, help="folder made by `dfserve export`")
+    p.add_argument("--server", metavar="HOST:PORT", help="score through a Triton server (gRPC) instead of in-process")
+    p.add_argument("--out", type=Path, help="JSON Lines output file (default: stdout)")
+    p.add_argument("--resume", action="store_true", help="skip videos already in --out; append the rest")
+    p.add_argument("--head", choices=spec.HEADS, default=spec.DEFAULT_HEAD,
+                   help="mean: mean of per-frame logits (training notebook, default); last: last frame (Django app)")
+    p.add_argument("--sample", default=DEFAULT_POLICY, help=f"frame sampling: {HELP}")
+    p.add_argument("--faces", choices=("detect", "precropped"), default="detect",
+                   help="detect faces (default), or treat frames as face crops already (seed's processed datasets)")
+    p.add_argument("--no-face", choices=("skip", "frame"), default="skip",
+                   help="frames without a face: skip (left out of the verdict, default) or frame (classify the "
+                        "whole frame, as the seed did)")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="extra context around each face box, as a fraction of its size (seed: 0)")
+    p.add_argument("--timeline", action="store_true", help="add per-frame [index, p_fake, box] to each row")
+    p.add_argument("--batch", type=int, default=spec.DEFAULT_CLASSIFIER_BATCH, help="classifier batch size")
+    p.add_argument("--detect-size", type=int, default=spec.DETECTOR_MAX_SIDE,
+                   help="longer side (pixels) frames are downscaled to for face detection")
+    p.add_argument("--decode-workers", type=int, default=2, help="videos decoded concurrently")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for onnxruntime (0: all cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-summary", action="store_true", help="no summary table at the end")
+
+
+def score_options(args):
+    from .pipeline.engine import ScoreOptions
+    from .pipeline.sampling import parse_policy
+
+    return ScoreOptions(sample=parse_policy(args.sample), head=args.head, faces=args.faces, no_face=args.no_face,
+                        margin=args.margin, timeline=args.timeline, batch=args.batch,
+                        detect_max_side=args.detect_size, decode_workers=args.decode_workers).validate()
+
+
+def make_scorer(args, opts):
+    """The embedded scorer (onnxruntime), or the Triton-backed one with --server."""
+    if args.server:
+        if args.checkpoint or args.models:
+            raise UsageError("--server scores with the server's models: drop --checkpoint / --models")
+        from .client.remote import RemoteScorer
+
+        return RemoteScorer(args.server, opts)
+    from .models import resolve_models
+    from .pipeline.engine import Scorer
+    from .pipeline.runtime import OnnxRuntime
+
+    resolved = resolve_models(args.models, args.checkpoint)
+    if resolved.untrained:
+        log.warning("the models in %s have RANDOM, UNTRAINED weights: verdicts are meaningless", resolved.models_dir)
+    rt = OnnxRuntime(resolved.models_dir, threads=args.threads or None, classifier_batch=opts.batch)
+    return Scorer(rt, opts, model_id=resolved.model_id)
+
+
+def run_score(args) -> int:
+    from tqdm import tqdm
+
+    from .pipeline.decode import find_videos
+    from .pipeline.results import RowWriter, path_key, read_done, summary_table
+
+    opts = score_options(args)
+    if args.resume and args.out is None:
+        raise UsageError("--resume needs --out FILE.jsonl")
+    videos = find_videos(args.paths)
+    if not videos:
+        raise UsageError(f"no video files found in {' '.join(args.paths)}")
+    done = read_done(args.out) if (args.resume and args.out) else set()
+    todo = [v for v in videos if path_key(v) not in done]
+    if done:
+        log.info("--resume: %d of %d videos already in %s", len(videos) - len(todo), len(videos), args.out)
+    scorer = make_scorer(args, opts)
+    rows = []
+    t0 = time.perf_counter()
+    frames = 0
+    bar = tqdm(total=len(todo), unit="video", disable=args.no_progress or None, file=sys.stderr,
+               dynamic_ncols=True)
+    old = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        with RowWriter(args.out, append=bool(args.resume)) as w:
+            for row in scorer.score(todo):
+                w.write(row)
+                rows.append(row)
+                frames += row["frames_scored"]
+                el = max(time.perf_counter() - t0, 1e-9)
+                bar.update(1)
+                bar.set_postfix_str(f"{len(rows) / el:.2f} videos/s, {frames / el:.1f} frames/s")
+                if row["error"]:
+                    log.info("%s: %s: %s", row["path"], row["error"]["type"], row["error"]["message"])
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted: {len(rows)} of {len(todo)} videos written"
+              + (f" to {args.out}; rerun with --resume to finish" if args.out else ""), file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        bar.close()
+    el = time.perf_counter() - t0
+    if not args.no_summary:
+        print(summary_table(rows), file=sys.stderr)
+        print(f"{len(rows)} videos, {frames} frames scored in {el:.1f} s "
+              f"({frames / max(el, 1e-9):.1f} frames/s)", file=sys.stderr)
+    return 0
+
+
+def _add_score(sub) -> None:
+    p = sub.add_parser("score", help="score videos (whole length by default), one JSON row per video",
+                       description="Score every video of PATH... and write one JSON object per video as it finishes: "
+                                   "path, label (FAKE/REAL/null), p_fake, confidence, frame counts, duration_s, fps, "
+                                   "model (checkpoint sha256), error. Exit status is non-zero only for usage errors; "
+                                   "a bad file becomes a row with `error`.")
+    add_score_options(p)
+    p.set_defaults(func=run_score)
+
+
+# --------------------------------------------------------------------------------------------- demo
+def run_demo(args) -> int:
+    from .demo import run
+
+    return run(args)
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="generate sample videos, export models, score them, print the table",
+                       description="The main job on a fresh machine: makes sample face videos from scikit-image "
+                                   "images (H.264 and HEVC, one without a face, one corrupt), uses a checkpoint from "
+                                   "models/ if there is one (else random UNTRAINED weights, with a loud warning), and "
+                                   "scores them with the embedded runtime.")
+    p.add_argument("--workdir", type=Path, default=Path("demo_out"), help="where videos and results go")
+    p.add_argument("--models-dir", type=Path, default=Path("models"), help="folder searched for a checkpoint (*.pt)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_demo)
+
+
+ALL = [_add_score, _add_demo]

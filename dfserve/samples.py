@@ -78,3 +78,111 @@ def calibration_faces(n: int = 24, seed: int = 0) -> np.ndarray:
         x = int(rng.integers(0, img.shape[1] - s))
         faces.append(resize_bgr(img[y:y + s, x:x + s]))
     return normalize_faces(np.stack(faces))
+
+
+# ------------------------------------------------------------------------------------------------
+# Generated test videos: real face pixels moving and zooming over a plain background.
+# ------------------------------------------------------------------------------------------------
+ASTRONAUT_BODY = (100, 0, 360, 320)  # x1, y1, x2, y2 of the part of astronaut() pasted into videos
+CODECS = {"h264": "libx264", "hevc": "libx265"}
+
+
+def _background(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    c0, c1 = rng.uniform(40, 200, 3), rng.uniform(40, 200, 3)
+    t = (xx / max(w - 1, 1) * 0.6 + yy / max(h - 1, 1) * 0.4)[..., None]
+    return (c0 * (1 - t) + c1 * t).astype(np.uint8)
+
+
+def face_track(n_frames: int, width: int, height: int, zoom=(0.9, 1.4)):
+    """Per-frame (scale, x, y) of the pasted astronaut: moves left to right while zooming."""
+    bw, bh = ASTRONAUT_BODY[2] - ASTRONAUT_BODY[0], ASTRONAUT_BODY[3] - ASTRONAUT_BODY[1]
+    base = 0.8 * height / bh
+    out = []
+    for i in range(n_frames):
+        t = i / max(n_frames - 1, 1)
+        s = base * (zoom[0] + (zoom[1] - zoom[0]) * t)
+        x = int((width - bw * s) * (0.1 + 0.8 * t))
+        y = int((height - bh * s) * (0.5 + 0.3 * np.sin(2 * np.pi * t)))
+        out.append((s, max(0, x), max(0, y)))
+    return out
+
+
+def write_video(path, frames_bgr, fps: int = 30, codec: str = "h264") -> None:
+    """Encode BGR frames with PyAV (libx264 / libx265, yuv420p)."""
+    import av
+
+    frames_bgr = list(frames_bgr)
+    h, w = frames_bgr[0].shape[:2]
+    with av.open(str(path), mode="w") as out:
+        st = out.add_stream(CODECS[codec], rate=fps)
+        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+        st.options = {"preset": "ultrafast", "crf": "23"}
+        if codec == "hevc":
+            st.options["x265-params"] = "log-level=error"
+        for f in frames_bgr:
+            for pkt in st.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="bgr24")):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
+
+
+def make_face_video(path, n_frames: int = 60, width: int = 640, height: int = 360, fps: int = 30,
+                    codec: str = "h264", seed: int = 0, zoom=(0.9, 1.4)) -> dict:
+    """A video of the astronaut's face moving and zooming; returns the ground truth (per-frame boxes)."""
+    from PIL import Image
+
+    img = astronaut_bgr()
+    x1, y1, x2, y2 = ASTRONAUT_BODY
+    body = img[y1:y2, x1:x2]
+    bg = _background(height, width, seed)
+    fx1, fy1, fx2, fy2 = ASTRONAUT_FACE_BOX
+    boxes = []
+
+    def frames():
+        for s, x, y in face_track(n_frames, width, height, zoom):
+            f = bg.copy()
+            bw, bh = max(1, int(body.shape[1] * s)), max(1, int(body.shape[0] * s))
+            part = np.asarray(Image.fromarray(body).resize((bw, bh), Image.BILINEAR))
+            part = part[: height - y, : width - x]
+            f[y:y + part.shape[0], x:x + part.shape[1]] = part
+            boxes.append([round(x + (fx1 - x1) * s, 1), round(y + (fy1 - y1) * s, 1),
+                          round(x + (fx2 - x1) * s, 1), round(y + (fy2 - y1) * s, 1)])
+            yield f
+
+    write_video(path, frames(), fps, codec)
+    return {"path": str(path), "frames": n_frames, "fps": fps, "width": width, "height": height,
+            "codec": codec, "face": True, "boxes": boxes}
+
+
+def make_noface_video(path, n_frames: int = 30, width: int = 640, height: int = 360, fps: int = 30,
+                      codec: str = "h264") -> dict:
+    """A pan over skimage's coffee cup: no face anywhere."""
+    from PIL import Image
+
+    src = coffee_bgr()
+    big = np.asarray(Image.fromarray(src).resize((int(width * 1.5), int(height * 1.5)), Image.BILINEAR))
+    dx = big.shape[1] - width
+    write_video(path, (big[: height, int(dx * i / max(n_frames - 1, 1)):][:, :width] for i in range(n_frames)),
+                fps, codec)
+    return {"path": str(path), "frames": n_frames, "fps": fps, "width": width, "height": height,
+            "codec": codec, "face": False, "boxes": None}
+
+
+def make_precropped_video(path, n_frames: int = 20, size: int = 224, fps: int = 30, seed: int = 0) -> dict:
+    """Face crops as a video, like the seed projects' processed datasets."""
+    from PIL import Image
+
+    crops = astronaut_face_crops(n_frames, seed)
+    frames = [np.asarray(Image.fromarray(c).resize((size, size), Image.BILINEAR)) for c in crops]
+    write_video(path, frames, fps, "h264")
+    return {"path": str(path), "frames": n_frames, "fps": fps, "width": size, "height": size,
+            "codec": "h264", "face": True, "boxes": None}
+
+
+def make_corrupt_file(path, seed: int = 0, size: int = 20000) -> dict:
+    """Random bytes with a video file name."""
+    Path_ = __import__("pathlib").Path
+    Path_(path).write_bytes(np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes())
+    return {"path": str(path), "corrupt": True}

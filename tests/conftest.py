@@ -46,3 +46,29 @@ def exported(tmp_path_factory, checkpoint_path):
 
     out = tmp_path_factory.mktemp("models dir")
     return export_models(out, checkpoint=checkpoint_path)
+
+
+@pytest.fixture(scope="session")
+def videos(tmp_path_factory):
+    """Generated test videos (real face pixels) with ground truth, in a folder with a space in its name."""
+    from dfserve import samples
+
+    d = tmp_path_factory.mktemp("sample videos") / "with space"
+    d.mkdir()
+    v = {
+        "face": samples.make_face_video(d / "face h264.mp4", n_frames=45, width=640, height=360, codec="h264"),
+        "hevc": samples.make_face_video(d / "face hevc.mkv", n_frames=30, width=480, height=272, codec="hevc",
+                                        seed=2, zoom=(0.6, 1.3)),
+        "noface": samples.make_noface_video(d / "noface.mp4", n_frames=12),
+        "precropped": samples.make_precropped_video(d / "precropped.mp4", n_frames=24),
+        "corrupt": samples.make_corrupt_file(d / "corrupt.mp4"),
+    }
+    data = (d / "face h264.mp4").read_bytes()
+    (d / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    v["truncated"] = {"path": str(d / "truncated.mp4")}
+    (d / "empty.mp4").write_bytes(b"")
+    v["empty"] = {"path": str(d / "empty.mp4")}
+    (d / "notes.mov").write_text("this is not a video\n")
+    v["text"] = {"path": str(d / "notes.mov")}
+    v["dir"] = d
+    return v

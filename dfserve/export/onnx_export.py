@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .. import __version__, spec
-from ..errors import ExportValidationError, ModelFilesError, UsageError
+from ..errors import ExportValidationError, UsageError
 from ..pipeline.aggregate import verdict_from_logits
 from .checkpoint import load_seed_model, random_seed_model, sha256_file
 from .reference import SeedReference
@@ -210,18 +210,3 @@ def export_models(out_dir: str | Path, checkpoint: str | Path | None = None, ran
     (out / spec.METADATA_JSON).write_text(json.dumps(meta, indent=2) + "\n")
     sizes = {p.name: p.stat().st_size for p in (cls_path, det_path)}
     return ExportReport(out, meta, time.perf_counter() - t0, sizes)
-
-
-def read_metadata(models_dir: str | Path) -> dict:
-    models_dir = Path(models_dir)
-    path = models_dir / spec.METADATA_JSON
-    missing = [n for n in (spec.CLASSIFIER_ONNX, spec.DETECTOR_ONNX, spec.METADATA_JSON)
-               if not (models_dir / n).is_file()]
-    if missing:
-        raise ModelFilesError(f"{models_dir}: missing {', '.join(missing)}; create them with "
-                              f"`dfserve export --checkpoint CKPT --out {models_dir}`")
-    meta = json.loads(path.read_text())
-    if str(meta.get("spec_version")) != spec.SPEC_VERSION:
-        raise ModelFilesError(f"{path}: spec_version {meta.get('spec_version')!r} != {spec.SPEC_VERSION!r}; "
-                              "re-export the models")
-    return meta

@@ -1,0 +1,76 @@
+"""Face location and cropping on the CPU (numpy + PIL), per the seed's contract.
+
+Detection runs on frames downscaled so their longer side is at most `max_side` (the detector
+is run batched on all frames of a chunk); boxes are mapped back to full-resolution pixels. The
+largest confident face is chosen and cropped `frame[top:bottom, left:right]` with no padding
+(the seed's), or with `margin` x box size added on each side when asked, then resized to 112x112
+(PIL bilinear, antialiased) and normalised with the ImageNet statistics, channel order BGR.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .. import spec
+from ..samples import normalize_faces, resize_bgr
+from .detection import Detection, choose_face, detections
+
+
+def detection_scale(height: int, width: int, max_side: int = spec.DETECTOR_MAX_SIDE) -> float:
+    s = max(height, width)
+    return 1.0 if s <= max_side else max_side / s
+
+
+def detector_input(frames: Sequence[np.ndarray], max_side: int = spec.DETECTOR_MAX_SIDE) -> Tuple[np.ndarray, float]:
+    """Frames (same size) -> float32 [B,3,h,w] BGR 0..255 at reduced size, and the scale used."""
+    from PIL import Image
+
+    h, w = frames[0].shape[:2]
+    scale = detection_scale(h, w, max_side)
+    if scale < 1.0:
+        size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+        small = [np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames]
+    else:
+        small = list(frames)
+    x = np.stack(small).astype(np.float32).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x), scale
+
+
+def locate_faces(detect_fn, frames: Sequence[np.ndarray], max_side: int = spec.DETECTOR_MAX_SIDE,
+                 threshold: float = spec.DETECTOR_SCORE_THRESHOLD) -> List[Optional[Detection]]:
+    """Run `detect_fn(images) -> (loc, scores)` on frames of one size; one chosen face (or None) each."""
+    x, scale = detector_input(frames, max_side)
+    loc, scores = detect_fn(x)
+    per_image = detections(loc, scores, x.shape[2], x.shape[3], threshold=threshold, scale=scale)
+    return [choose_face(f) for f in per_image]
+
+
+def crop_box(box: np.ndarray, height: int, width: int, margin: float = 0.0) -> Tuple[int, int, int, int]:
+    """Integer (top, bottom, left, right) of a face box, clipped to the frame, with optional margin."""
+    x1, y1, x2, y2 = (float(v) for v in box[:4])
+    if margin:
+        mw, mh = (x2 - x1) * margin, (y2 - y1) * margin
+        x1, y1, x2, y2 = x1 - mw, y1 - mh, x2 + mw, y2 + mh
+    left, top = max(0, int(round(x1))), max(0, int(round(y1)))
+    right, bottom = min(width, int(round(x2))), min(height, int(round(y2)))
+    if right - left < 2 or bottom - top < 2:
+        return 0, height, 0, width
+    return top, bottom, left, right
+
+
+def crop_faces(frames: Sequence[np.ndarray], boxes: Sequence[Optional[np.ndarray]], margin: float = 0.0) -> np.ndarray:
+    """uint8 [N,112,112,3] BGR crops; a None box means the whole frame."""
+    out = np.empty((len(frames), spec.FACE_SIZE, spec.FACE_SIZE, 3), np.uint8)
+    for k, (f, b) in enumerate(zip(frames, boxes)):
+        if b is None:
+            out[k] = resize_bgr(f)
+        else:
+            t, btm, l, r = crop_box(b, f.shape[0], f.shape[1], margin)
+            out[k] = resize_bgr(f[t:btm, l:r])
+    return out
+
+
+def classifier_input(crops_uint8: np.ndarray) -> np.ndarray:
+    """uint8 [N,112,112,3] BGR -> float32 [N,3,112,112] normalised (the classifier's `faces`)."""
+    return normalize_faces(crops_uint8)
