@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch: the CPU build on machines without an NVIDIA GPU (never the multi-GB CUDA build there).
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
-EXTRAS ?= export,serve,dev
+EXTRAS ?= export,serve,dev,bench
 STAMP  := $(VENV)/.dfserve-installed
 
 .PHONY: venv test test-all demo bench clean help

@@ -156,4 +156,86 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=run_demo)
 
 
-ALL = [_add_score, _add_demo]
+# -------------------------------------------------------------------------------------------- bench
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="benchmark the seed pipeline and dfserve side by side (writes benchmarks/results/)",
+                       description="Runs the seed pipeline (OpenCV decode, dlib HOG faces, eager fp32, first N frames) "
+                                   "and dfserve on the same generated videos and weights in one run; writes JSON, "
+                                   "Markdown and PNG plots to benchmarks/results/<machine>/.")
+    p.add_argument("--quick", action="store_true", help="a small set that finishes in minutes on 2 CPU cores")
+    p.add_argument("--checkpoint", help="seed checkpoint (default: seeded random UNTRAINED weights)")
+    p.add_argument("--server", metavar="HOST:PORT", help="also benchmark a running Triton server (cpu flavor)")
+    p.add_argument("--perf-analyzer", action="store_true", help="with --server: run perf_analyzer's concurrency sweep")
+    p.add_argument("--workdir", default=".cache/bench", help="generated videos and models (default .cache/bench)")
+    p.add_argument("--out", help="results root (default benchmarks/results)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.set_defaults(func=lambda a: __import__("dfserve.bench.run", fromlist=["run"]).run(a))
+
+
+# ------------------------------------------------------------------------------------- repo / serve
+def _add_repo(sub) -> None:
+    p = sub.add_parser("repo", help="generate the Triton model repository from the spec")
+    rs = p.add_subparsers(dest="repo_command", metavar="ACTION")
+    rs.required = True
+    b = rs.add_parser("build", help="write config.pbtxt + model.py for every model (and copy the model files)",
+                      description="Generate the Triton model repository: face_prep, face_detector, face_crop, "
+                                  "frame_classifier, the ensemble deepfake_frames, the stateful video_aggregator "
+                                  "and the whole-video model deepfake_video.")
+    b.add_argument("--flavor", choices=("cpu", "gpu"), default="cpu",
+                   help="cpu: python models + onnxruntime; gpu: TensorRT plans + python models on GPU tensors")
+    b.add_argument("--models", type=Path, help="folder made by `dfserve export` (model files are copied in)")
+    b.add_argument("--out", type=Path, default=Path("model_repository"), help="repository folder")
+    b.set_defaults(func=_cmd_repo_build)
+
+
+def _cmd_repo_build(args) -> int:
+    from .serving.repo import build_repo
+
+    out = build_repo(args.out, args.flavor, args.models)
+    print(f"wrote the {args.flavor} model repository to {out}"
+          + ("" if args.models else " (configs only: add --models DIR to copy the model files)"))
+    return 0
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="run tritonserver on a model repository (loopback by default)",
+                       description="Start a real tritonserver: `tritonserver` from PATH (NVIDIA's container) or the "
+                                   "binary of the nvidia-pytriton wheel. Waits until every model is ready, says which "
+                                   "model failed to load and why, stops cleanly on Ctrl-C / SIGTERM.")
+    p.add_argument("--repo", type=Path, default=Path("model_repository"), help="model repository")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--log-verbose", type=int, default=0)
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args) -> int:
+    from .serving.server import TritonServer
+
+    srv = TritonServer(args.repo, args.grpc_port, args.http_port, args.metrics_port, host=args.host,
+                       log_verbose=args.log_verbose)
+    stop = {"sig": None}
+
+    def on_signal(sig, _frame):
+        stop["sig"] = sig
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    srv.start()
+    print(f"serving {args.repo} — gRPC {srv.grpc_url}, HTTP {args.host}:{srv.http_port}, metrics "
+          f"{args.host}:{srv.metrics_port}; Ctrl-C to stop", file=sys.stderr, flush=True)
+    try:
+        while stop["sig"] is None and srv.proc is not None and srv.proc.poll() is None:
+            time.sleep(0.3)
+        if stop["sig"] is None:
+            print(f"tritonserver exited unexpectedly:\n{srv.log_tail(30)}", file=sys.stderr)
+            return 1
+    finally:
+        srv.stop()
+    print("tritonserver stopped", file=sys.stderr)
+    return 0
+
+
+ALL = [_add_score, _add_demo, _add_repo, _add_serve, _add_bench]

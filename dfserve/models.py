@@ -32,14 +32,17 @@ class ResolvedModels:
 
     @property
     def model_id(self) -> str:
-        w = self.metadata.get("weights", {})
-        if w.get("sha256"):
-            return w["sha256"]
-        return f"UNTRAINED-random-seed-{w.get('random_seed')}"
+        return model_id_from_metadata(self.metadata)
 
     @property
     def untrained(self) -> bool:
         return bool(self.metadata.get("weights", {}).get("untrained"))
+
+
+def model_id_from_metadata(meta: dict) -> str:
+    """What result rows call the model: the checkpoint's sha256, or UNTRAINED-random-seed-N."""
+    w = meta.get("weights", {})
+    return w.get("sha256") or f"UNTRAINED-random-seed-{w.get('random_seed')}"
 
 
 def read_metadata(models_dir: Path) -> dict:

@@ -108,38 +108,43 @@ FACE_DETECTOR = ModelSpec(
         TensorSpec("scores", "float32", (-1,)),
         TensorSpec("landmarks", "float32", (-1, 10)),
     ),
-    max_batch_size=32,
-    preferred_batch_sizes=(8, 16, 32),
+    max_batch_size=64,
+    preferred_batch_sizes=(16, 32),
     max_queue_delay_us=2000,
-    trt_batch_profile=(1, 16, 32),
+    trt_batch_profile=(1, 16, 64),
     extra={"trt_hw_profile": ((64, 64), (360, 640), (640, 640))},
 )
 
-# Crop + resize + normalise: uint8 BGR frames and boxes in, classifier-ready faces out.
+# Detector preprocessing: uint8 BGR frames -> float32 detector input at reduced size, and the scale.
+FACE_PREP = ModelSpec(
+    name="face_prep",
+    inputs=(TensorSpec("frames", "uint8", (-1, -1, 3)),),
+    outputs=(TensorSpec("images", "float32", (3, -1, -1)), TensorSpec("scale", "float32", (1,))),
+    max_batch_size=64,
+    preferred_batch_sizes=(16, 32),
+    max_queue_delay_us=1000,
+)
+
+# Box decoding + NMS + face choice + crop + resize + normalise.
 FACE_CROP = ModelSpec(
     name="face_crop",
     inputs=(
         TensorSpec("frames", "uint8", (-1, -1, 3)),
-        TensorSpec("boxes", "float32", (4,)),
-        TensorSpec("has_face", "bool", (1,)),
+        TensorSpec("loc", "float32", (-1, 4)),
+        TensorSpec("scores", "float32", (-1,)),
+        TensorSpec("scale", "float32", (1,)),
     ),
-    outputs=(TensorSpec("faces", "float32", (3, FACE_SIZE, FACE_SIZE)),),
-    max_batch_size=64,
-)
-
-# Detection + box selection over frames: uint8 BGR frames in, one box per frame out.
-FACE_LOCATOR = ModelSpec(
-    name="face_locator",
-    inputs=(TensorSpec("frames", "uint8", (-1, -1, 3)),),
     outputs=(
-        TensorSpec("boxes", "float32", (4,)),  # x1, y1, x2, y2 in frame pixels
+        TensorSpec("faces", "float32", (3, FACE_SIZE, FACE_SIZE)),
+        TensorSpec("boxes", "float32", (4,)),  # x1, y1, x2, y2 in frame pixels (zeros when no face)
         TensorSpec("has_face", "bool", (1,)),
-        TensorSpec("face_score", "float32", (1,)),
     ),
     max_batch_size=64,
+    preferred_batch_sizes=(16, 32),
+    max_queue_delay_us=1000,
 )
 
-# Ensemble over frame batches.
+# Ensemble over frame batches: face_prep -> face_detector -> face_crop -> frame_classifier.
 DEEPFAKE_FRAMES = ModelSpec(
     name="deepfake_frames",
     inputs=(TensorSpec("frames", "uint8", (-1, -1, 3)),),
@@ -151,23 +156,25 @@ DEEPFAKE_FRAMES = ModelSpec(
     max_batch_size=64,
 )
 
-# Stateful per-video aggregator (sequence batching, correlation id = video).
+# Stateful per-video aggregator (sequence batching, correlation id = video, START/END flags).
+# Batched with ragged inputs: each request carries one chunk [1, n, 2] of one video.
 VIDEO_AGGREGATOR = ModelSpec(
     name="video_aggregator",
     inputs=(
-        TensorSpec("logits", "float32", (-1, NUM_CLASSES), batch_dim=False),
-        TensorSpec("has_face", "bool", (-1,), batch_dim=False),
-        TensorSpec("head", "bytes", (1,), batch_dim=False),
+        TensorSpec("logits", "float32", (-1, NUM_CLASSES)),
+        TensorSpec("indices", "int64", (-1,)),
+        TensorSpec("head", "bytes", (1,)),
     ),
     outputs=(
-        TensorSpec("p_fake", "float32", (1,), batch_dim=False),
-        TensorSpec("frames_scored", "int64", (1,), batch_dim=False),
-        TensorSpec("mean_logits", "float32", (NUM_CLASSES,), batch_dim=False),
+        TensorSpec("p_fake", "float32", (1,)),
+        TensorSpec("frames_scored", "int64", (1,)),
+        TensorSpec("verdict_logits", "float32", (NUM_CLASSES,)),
     ),
-    extra={"max_sequence_idle_us": 30_000_000},
+    max_batch_size=16,
+    extra={"max_sequence_idle_us": 30_000_000, "max_candidate_sequences": 4096},
 )
 
-# Whole-video model: encoded video bytes in, one score row (JSON) out.
+# Whole-video model: encoded video bytes + JSON options in, one score row (JSON) out.
 DEEPFAKE_VIDEO = ModelSpec(
     name="deepfake_video",
     inputs=(
@@ -177,8 +184,8 @@ DEEPFAKE_VIDEO = ModelSpec(
     outputs=(TensorSpec("result", "bytes", (1,), batch_dim=False),),
 )
 
-ALL_MODELS = (FRAME_CLASSIFIER, FACE_DETECTOR, FACE_CROP, FACE_LOCATOR, DEEPFAKE_FRAMES,
-              VIDEO_AGGREGATOR, DEEPFAKE_VIDEO)
+ALL_MODELS = (FACE_PREP, FACE_DETECTOR, FACE_CROP, FRAME_CLASSIFIER, DEEPFAKE_FRAMES, VIDEO_AGGREGATOR, DEEPFAKE_VIDEO)
+MODELS = {m.name: m for m in ALL_MODELS}
 
 # Files written by `dfserve export`.
 CLASSIFIER_ONNX = "frame_classifier.onnx"

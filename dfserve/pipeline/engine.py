@@ -83,10 +83,10 @@ class _Stop(Exception):
 class Scorer:
     """Scores videos with a runtime (`classify`, `detect`); yields one row dict per video."""
 
-    def __init__(self, runtime, options: ScoreOptions, model_id: str = "unknown"):
+    def __init__(self, runtime, options: ScoreOptions, model_id: str | None = None):
         self.rt = runtime
         self.opt = options.validate()
-        self.model_id = model_id
+        self.model_id = model_id or getattr(runtime, "model_id", "unknown")
         self.frames_scored_total = 0
         self.frames_decoded_total = 0
 
@@ -216,35 +216,45 @@ class Scorer:
         return rest
 
     def _row(self, job: VideoJob) -> dict:
-        info = job.info
-        verdict = job.agg.verdict() if (job.agg is not None and not job.failed) else None
-        scored = job.agg.count if job.agg is not None else 0
-        if not job.failed and verdict is None and job.error is None:
-            if job.frames_sampled == 0:
-                job.error = error_dict(VideoError(f"{job.path}: the sampling policy {self.opt.sample} selected "
-                                                  f"no frame of {job.stats.frames_decoded} decoded"))
-            else:
-                job.error = error_dict(NoFaceError(
-                    f"{job.path}: no face found in any of the {job.frames_sampled} sampled frames; "
-                    "no verdict (use --no-face frame to classify whole frames as the seed app did)"))
         self.frames_decoded_total += job.stats.frames_decoded
-        row = {
-            "path": job.path,
-            "label": verdict.label if verdict else None,
-            "p_fake": round(verdict.p_fake, 6) if verdict else None,
-            "confidence": round(verdict.confidence, 2) if verdict else None,
-            "frames_decoded": job.stats.frames_decoded,
-            "frames_scored": scored,
-            "frames_with_face": job.frames_with_face,
-            "duration_s": round(info.duration_s, 3) if info and info.duration_s else None,
-            "fps": round(info.fps, 3) if info and info.fps else None,
-            "model": self.model_id,
-            "head": self.opt.head,
-            "sample": str(self.opt.sample),
-            "elapsed_s": round(time.perf_counter() - job.t0, 3),
-            "warning": job.stats.warning,
-            "error": job.error,
-        }
-        if self.opt.timeline:
-            row["timeline"] = sorted(job.timeline, key=lambda t: t[0])
-        return row
+        return make_row(job, self.opt, self.model_id)
+
+
+def make_row(job: VideoJob, opts: ScoreOptions, model_id: str, verdict=None, scored: int | None = None) -> dict:
+    """The result row of a finished job. The verdict comes from the job's running aggregate unless given
+    (the Triton path gets it from the server's video_aggregator)."""
+    info = job.info
+    if verdict is None and job.agg is not None and not job.failed:
+        verdict = job.agg.verdict()
+    if scored is None:
+        scored = job.agg.count if job.agg is not None else 0
+    if job.failed:
+        verdict = None
+    if not job.failed and verdict is None and job.error is None:
+        if job.frames_sampled == 0:
+            job.error = error_dict(VideoError(f"{job.path}: the sampling policy {opts.sample} selected "
+                                              f"no frame of {job.stats.frames_decoded} decoded"))
+        else:
+            job.error = error_dict(NoFaceError(
+                f"{job.path}: no face found in any of the {job.frames_sampled} sampled frames; "
+                "no verdict (use --no-face frame to classify whole frames as the seed app did)"))
+    row = {
+        "path": job.path,
+        "label": verdict.label if verdict else None,
+        "p_fake": round(verdict.p_fake, 6) if verdict else None,
+        "confidence": round(verdict.confidence, 2) if verdict else None,
+        "frames_decoded": job.stats.frames_decoded,
+        "frames_scored": scored if verdict else 0,
+        "frames_with_face": job.frames_with_face,
+        "duration_s": round(info.duration_s, 3) if info and info.duration_s else None,
+        "fps": round(info.fps, 3) if info and info.fps else None,
+        "model": model_id,
+        "head": opts.head,
+        "sample": str(opts.sample),
+        "elapsed_s": round(time.perf_counter() - job.t0, 3),
+        "warning": job.stats.warning,
+        "error": job.error,
+    }
+    if opts.timeline:
+        row["timeline"] = sorted(job.timeline, key=lambda t: t[0])
+    return row

@@ -17,24 +17,32 @@ from ..samples import normalize_faces, resize_bgr
 from .detection import Detection, choose_face, detections
 
 
-def detection_scale(height: int, width: int, max_side: int = spec.DETECTOR_MAX_SIDE) -> float:
+def detector_size(height: int, width: int, max_side: int = spec.DETECTOR_MAX_SIDE) -> Tuple[int, int, float]:
+    """(h, w, scale): the detector input size for a frame, longer side at most max_side (never enlarged)."""
     s = max(height, width)
-    return 1.0 if s <= max_side else max_side / s
+    if s <= max_side:
+        return height, width, 1.0
+    scale = max_side / s
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale))), scale
 
 
 def detector_input(frames: Sequence[np.ndarray], max_side: int = spec.DETECTOR_MAX_SIDE) -> Tuple[np.ndarray, float]:
     """Frames (same size) -> float32 [B,3,h,w] BGR 0..255 at reduced size, and the scale used."""
     from PIL import Image
 
-    h, w = frames[0].shape[:2]
-    scale = detection_scale(h, w, max_side)
+    h, w, scale = detector_size(frames[0].shape[0], frames[0].shape[1], max_side)
     if scale < 1.0:
-        size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
-        small = [np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames]
+        small = [np.asarray(Image.fromarray(np.ascontiguousarray(f)).resize((w, h), Image.BILINEAR)) for f in frames]
     else:
         small = list(frames)
     x = np.stack(small).astype(np.float32).transpose(0, 3, 1, 2)
     return np.ascontiguousarray(x), scale
+
+
+def choose_faces(loc: np.ndarray, scores: np.ndarray, height: int, width: int, scale: float,
+                 threshold: float = spec.DETECTOR_SCORE_THRESHOLD) -> List[Optional[Detection]]:
+    """Raw detector outputs for a batch (input size height x width) -> the chosen face of each image."""
+    return [choose_face(f) for f in detections(loc, scores, height, width, threshold=threshold, scale=scale)]
 
 
 def locate_faces(detect_fn, frames: Sequence[np.ndarray], max_side: int = spec.DETECTOR_MAX_SIDE,
@@ -42,8 +50,7 @@ def locate_faces(detect_fn, frames: Sequence[np.ndarray], max_side: int = spec.D
     """Run `detect_fn(images) -> (loc, scores)` on frames of one size; one chosen face (or None) each."""
     x, scale = detector_input(frames, max_side)
     loc, scores = detect_fn(x)
-    per_image = detections(loc, scores, x.shape[2], x.shape[3], threshold=threshold, scale=scale)
-    return [choose_face(f) for f in per_image]
+    return choose_faces(loc, scores, x.shape[2], x.shape[3], scale, threshold)
 
 
 def crop_box(box: np.ndarray, height: int, width: int, margin: float = 0.0) -> Tuple[int, int, int, int]:
@@ -74,3 +81,18 @@ def crop_faces(frames: Sequence[np.ndarray], boxes: Sequence[Optional[np.ndarray
 def classifier_input(crops_uint8: np.ndarray) -> np.ndarray:
     """uint8 [N,112,112,3] BGR -> float32 [N,3,112,112] normalised (the classifier's `faces`)."""
     return normalize_faces(crops_uint8)
+
+
+def faces_for_classifier(frames: Sequence[np.ndarray], faces: Sequence[Optional[Detection]], margin: float = 0.0):
+    """Every frame -> (faces float32 [N,3,112,112], boxes float32 [N,4], has_face bool [N]).
+
+    A frame without a face is cropped whole (the seed's fallback); `has_face` tells the caller.
+    """
+    boxes = [f.box if f is not None else None for f in faces]
+    crops = crop_faces(frames, boxes, margin)
+    box_arr = np.zeros((len(frames), 4), np.float32)
+    for k, b in enumerate(boxes):
+        if b is not None:
+            box_arr[k] = b
+    has = np.array([b is not None for b in boxes], dtype=bool)
+    return classifier_input(crops), box_arr, has

@@ -34,6 +34,9 @@ class OnnxRuntime:
         self._cls = ort.InferenceSession(str(models_dir / spec.CLASSIFIER_ONNX), so, providers=providers)
         self._det = ort.InferenceSession(str(models_dir / spec.DETECTOR_ONNX), so, providers=providers)
         self.classifier_batch = classifier_batch
+        from ..models import model_id_from_metadata, read_metadata
+
+        self.model_id = model_id_from_metadata(read_metadata(models_dir))
         self._cin = spec.FRAME_CLASSIFIER.inputs[0].name
         self._din = spec.FACE_DETECTOR.inputs[0].name
         self._dout = [spec.FACE_DETECTOR.outputs[0].name, spec.FACE_DETECTOR.outputs[1].name]

@@ -1,0 +1,1 @@
+"""Benchmarks: the seed pipeline, faithfully, and dfserve side by side."""

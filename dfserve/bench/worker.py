@@ -1,0 +1,93 @@
+"""One benchmark configuration, run in a fresh process so its peak RSS is its own.
+
+    python -m dfserve.bench.worker CONFIG.json RESULT.json
+
+CONFIG: {"kind": "seed" | "embedded" | "triton", "videos": [...], "checkpoint": ..., "models": ...,
+         "sample": "first:20", "frames": 20, "server": "127.0.0.1:8001", "options": {...}}
+RESULT: {"videos": [{"path", "seconds", "frames", "p_fake", "label", "error"}], "wall_s", "peak_rss_mb"}
+"""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM: reset at exec, unlike ru_maxrss which Linux carries over)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_seed(cfg) -> list:
+    from ..export.checkpoint import load_seed_model
+    from ..export.reference import SeedReference
+    from .seed_pipeline import SeedPipeline
+
+    import torch
+
+    torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
+    pipe = SeedPipeline(SeedReference(load_seed_model(cfg["checkpoint"])))
+    out = []
+    for v in cfg["videos"]:
+        r = pipe.run(v, cfg["frames"], cfg.get("head", "mean"))
+        out.append({"path": v, "seconds": r.seconds, "frames": r.frames, "frames_decoded": r.frames,
+                    "p_fake": r.verdict.p_fake if r.verdict else None,
+                    "label": r.verdict.label if r.verdict else None, "error": r.error,
+                    "faces_found": r.faces_found, "decode_s": r.decode_s, "detect_s": r.detect_s,
+                    "model_s": r.model_s})
+    return out
+
+
+def run_dfserve(cfg) -> list:
+    from ..pipeline.engine import ScoreOptions, Scorer
+    from ..pipeline.sampling import parse_policy
+
+    o = dict(cfg.get("options", {}))
+    opts = ScoreOptions(sample=parse_policy(cfg["sample"]), head=cfg.get("head", "mean"), **o)
+    if cfg["kind"] == "triton":
+        from ..client.remote import RemoteScorer
+
+        scorer = RemoteScorer(cfg["server"], opts)
+    else:
+        from ..models import resolve_models
+        from ..pipeline.runtime import OnnxRuntime
+
+        resolved = resolve_models(models=cfg["models"])
+        scorer = Scorer(OnnxRuntime(resolved.models_dir, threads=cfg.get("threads"), classifier_batch=opts.batch),
+                        opts, resolved.model_id)
+    out = []
+    # one video at a time for per-video latency; the throughput run below batches across videos
+    for v in cfg["videos"]:
+        t = time.perf_counter()
+        row = next(iter(scorer.score([v])))
+        out.append({"path": v, "seconds": time.perf_counter() - t, "frames": row["frames_scored"],
+                    "frames_decoded": row["frames_decoded"], "p_fake": row["p_fake"], "label": row["label"],
+                    "error": row["error"]})
+    if cfg.get("throughput", True) and len(cfg["videos"]) > 1:
+        t = time.perf_counter()
+        n = sum(r["frames_scored"] for r in scorer.score(cfg["videos"]))
+        cfg["_throughput"] = {"seconds": time.perf_counter() - t, "frames": n, "videos": len(cfg["videos"])}
+    return out
+
+
+def main(argv=None) -> int:
+    argv = argv if argv is not None else sys.argv[1:]
+    cfg = json.loads(open(argv[0]).read())
+    t0 = time.perf_counter()
+    videos = run_seed(cfg) if cfg["kind"] == "seed" else run_dfserve(cfg)
+    res = {"videos": videos, "wall_s": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(),
+           "throughput": cfg.get("_throughput")}
+    with open(argv[1], "w") as f:
+        json.dump(res, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

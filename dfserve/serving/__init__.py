@@ -1,0 +1,1 @@
+"""Triton serving: generated model repository, python-backend models, the server launcher."""

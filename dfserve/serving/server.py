@@ -1,0 +1,226 @@
+"""Start a real tritonserver on a model repository and wait until it is ready.
+
+On machines without NVIDIA's container, the binary comes from the `nvidia-pytriton` wheel
+(tritonserver 2.51, python backend only); `tritonserver` on PATH (as in NVIDIA's container) is
+used when there is one. The python backend's stub needs: a backend folder with the stub copied
+into `python/`, the wheel's bundled libraries and the interpreter's LIBDIR on LD_LIBRARY_PATH,
+and this interpreter's bin folder first on PATH (the stub finds site-packages through python3).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from ..errors import MissingDependencyError, ServerError
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class TritonInstall:
+    binary: Path
+    backend_dir: Optional[Path]  # None: the binary's own default (NVIDIA's container)
+    env: dict = field(default_factory=dict)
+    source: str = ""
+
+
+def _pytriton_install(work: Path) -> TritonInstall:
+    try:
+        import pytriton
+    except ImportError as exc:
+        raise MissingDependencyError("no tritonserver on PATH and the 'nvidia-pytriton' wheel is not installed; "
+                                     "install it with: pip install 'dfserve[serve]'") from exc
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    binary = root / "bin" / "tritonserver"
+    libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
+    pyver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / pyver / "triton_python_backend_stub"
+    if not binary.is_file() or not stub.is_file():
+        raise ServerError(f"nvidia-pytriton at {root} lacks the tritonserver binary or a python {pyver} stub")
+    backends = work / "backends"
+    if not (backends / "python" / "triton_python_backend_stub").is_file():
+        if backends.exists():
+            shutil.rmtree(backends)
+        shutil.copytree(root / "backends", backends)
+        shutil.copy2(stub, backends / "python" / "triton_python_backend_stub")
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    ld = ":".join(p for p in (str(libs), libdir, os.environ.get("LD_LIBRARY_PATH", "")) if p)
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return TritonInstall(binary, backends, {"LD_LIBRARY_PATH": ld, "PATH": path}, "nvidia-pytriton")
+
+
+def find_triton(work: Path) -> TritonInstall:
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return TritonInstall(Path(on_path), None, {}, "PATH")
+    return _pytriton_install(work)
+
+
+class TritonServer:
+    """A tritonserver child process. Use as a context manager, or start()/stop()."""
+
+    def __init__(self, repo: str | Path, grpc_port: int = 0, http_port: int = 0, metrics_port: int = 0,
+                 host: str = "127.0.0.1", log_verbose: int = 0, extra_args: Optional[List[str]] = None,
+                 startup_timeout: float = 120.0):
+        self.repo = Path(repo).resolve()
+        self.host = host
+        self.grpc_port = grpc_port or free_port(host)
+        self.http_port = http_port or free_port(host)
+        self.metrics_port = metrics_port or free_port(host)
+        self.log_verbose = log_verbose
+        self.extra_args = extra_args or []
+        self.startup_timeout = startup_timeout
+        self.proc: Optional[subprocess.Popen] = None
+        self._work = Path(tempfile.mkdtemp(prefix="dfserve-triton-"))
+        self._log: deque = deque(maxlen=400)
+        self._reader: Optional[threading.Thread] = None
+        self._shm_before = set()
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    def _repo_path(self) -> Path:
+        """The python backend stub splits its arguments on spaces: serve such a repo through a link."""
+        if " " not in str(self.repo):
+            return self.repo
+        link = self._work / "model_repository"
+        if not link.exists():
+            link.symlink_to(self.repo, target_is_directory=True)
+        return link
+
+    def command(self, inst: TritonInstall) -> List[str]:
+        cmd = [str(inst.binary), f"--model-repository={self._repo_path()}", f"--grpc-port={self.grpc_port}",
+               f"--http-port={self.http_port}", f"--metrics-port={self.metrics_port}",
+               f"--grpc-address={self.host}", f"--http-address={self.host}", f"--metrics-address={self.host}",
+               "--exit-on-error=false", "--strict-readiness=true", f"--log-verbose={self.log_verbose}"]
+        if inst.backend_dir is not None:
+            cmd.append(f"--backend-directory={inst.backend_dir}")
+        return cmd + self.extra_args
+
+    def start(self) -> "TritonServer":
+        if not (self.repo.is_dir()):
+            raise ServerError(f"model repository {self.repo} does not exist; create it with `dfserve repo build`")
+        inst = find_triton(self._work)
+        env = {**os.environ, **inst.env}
+        self._shm_before = set(glob.glob("/dev/shm/triton_python_backend_shm_region_*"))
+        cmd = self.command(inst)
+        log.info("starting tritonserver (%s): %s", inst.source, " ".join(cmd))
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     errors="replace", start_new_session=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.wait_ready()
+        return self
+
+    def _read(self):
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._log.append(line.rstrip())
+            if self.log_verbose:
+                log.debug("tritonserver: %s", line.rstrip())
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(list(self._log)[-n:])
+
+    def model_failures(self) -> List[str]:
+        return [ln for ln in self._log if "failed to load" in ln or "UNAVAILABLE" in ln and "model" in ln.lower()]
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def model_states(self) -> dict:
+        """{model: (state, reason)} from the repository index (every model folder, loaded or not)."""
+        req = urllib.request.Request(f"http://{self.host}:{self.http_port}/v2/repository/index", data=b"{}",
+                                     method="POST", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            items = json.loads(r.read().decode())
+        return {m["name"]: (m.get("state", ""), m.get("reason", "")) for m in items}
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            states = {}
+            if self.proc is not None and self.proc.poll() is not None:
+                time.sleep(0.2)
+                raise ServerError(self._failure_message(f"tritonserver exited with status {self.proc.returncode}"))
+            if self._http_live():
+                try:
+                    states = self.model_states()
+                except (OSError, ValueError):
+                    states = {}
+                bad = {k: v for k, v in states.items() if v[0] == "UNAVAILABLE"}
+                if bad:
+                    self.stop()
+                    raise ServerError("models failed to load (repository " + str(self.repo) + "):\n" + "\n".join(
+                        f"  {k}: {reason or 'unavailable'}" for k, (_, reason) in sorted(bad.items())))
+            if self.is_ready() and states and all(v[0] == "READY" for v in states.values()):
+                log.info("tritonserver ready: gRPC %s, HTTP %s:%d, metrics %s:%d", self.grpc_url, self.host,
+                         self.http_port, self.host, self.metrics_port)
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise ServerError(self._failure_message(f"tritonserver not ready after {self.startup_timeout:.0f} s"))
+
+    def _http_live(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/v2/health/live", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def _failure_message(self, what: str) -> str:
+        fails = self.model_failures()
+        detail = ("\n".join(fails[-10:]) if fails else self.log_tail(40))
+        return f"{what} (repository {self.repo}):\n{detail}"
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGINT)
+                self.proc.wait(timeout=timeout)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=5)
+        self.proc = None
+        for f in set(glob.glob("/dev/shm/triton_python_backend_shm_region_*")) - self._shm_before:
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+        shutil.rmtree(self._work, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

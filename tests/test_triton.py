@@ -1,0 +1,158 @@
+"""Against a real tritonserver process (nvidia-pytriton's binary) on free loopback ports."""
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from dfserve.client import DeepfakeClient
+from dfserve.client.remote import RemoteScorer
+from dfserve.errors import ServerError
+from dfserve.pipeline.engine import ScoreOptions, Scorer
+from dfserve.pipeline.runtime import OnnxRuntime
+from dfserve.pipeline.sampling import parse_policy
+from dfserve.serving.repo import build_repo
+from dfserve.serving.server import TritonServer
+
+pytestmark = pytest.mark.triton
+
+
+@pytest.fixture(scope="module")
+def server(exported, tmp_path_factory):
+    repo = build_repo(tmp_path_factory.mktemp("model repo"), "cpu", exported.out_dir)
+    with TritonServer(repo) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def runtime(exported):
+    return OnnxRuntime(exported.out_dir)
+
+
+def _embedded(runtime, paths, **kw):
+    return {r["path"]: r for r in Scorer(runtime, ScoreOptions(**kw)).score(paths)}
+
+
+CASES = [
+    dict(sample="every:3", head="mean", timeline=True),
+    dict(sample="first:12", head="last"),
+    dict(sample="uniform:7", head="mean", no_face="frame"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['sample']}-{c['head']}")
+def test_frames_ensemble_and_aggregator_match_embedded(server, runtime, videos, case):
+    paths = [videos[k]["path"] for k in ("face", "hevc", "noface", "corrupt")]
+    kw = dict(case, sample=parse_policy(case["sample"]))
+    emb = _embedded(runtime, paths, **kw)
+    rem = {r["path"]: r for r in RemoteScorer(server.grpc_url, ScoreOptions(**kw)).score(paths)}
+    assert set(rem) == set(paths)
+    for p in paths:
+        e, r = emb[p], rem[p]
+        assert (e["error"] or {}).get("type") == (r["error"] or {}).get("type")
+        assert e["label"] == r["label"] and e["frames_scored"] == r["frames_scored"]
+        if e["p_fake"] is not None:
+            assert abs(e["p_fake"] - r["p_fake"]) <= 1e-4
+        assert r["model"] == e["model"]
+        if case.get("timeline") and e["timeline"]:
+            for a, b in zip(e["timeline"], r["timeline"]):
+                assert a[0] == b[0] and (a[1] is None) == (b[1] is None)
+                if a[1] is not None:
+                    assert abs(a[1] - b[1]) <= 1e-4 and np.allclose(a[2], b[2], atol=0.11)
+
+
+def test_precropped_through_the_server(server, runtime, videos):
+    kw = dict(sample=parse_policy("first:16"), faces="precropped")
+    p = videos["precropped"]["path"]
+    e = _embedded(runtime, [p], **kw)[p]
+    r = next(RemoteScorer(server.grpc_url, ScoreOptions(**kw)).score([p]))
+    assert abs(e["p_fake"] - r["p_fake"]) <= 1e-4 and r["frames_scored"] == 16
+
+
+@pytest.mark.parametrize("head", ["mean", "last"])
+def test_whole_video_model_matches_embedded(server, runtime, videos, head):
+    p = videos["face"]["path"]
+    e = _embedded(runtime, [p], sample=parse_policy("every:2"), head=head)[p]
+    with DeepfakeClient(server.grpc_url) as c:
+        row = c.score_video(p, sample="every:2", head=head)
+    assert row["path"] == p and row["label"] == e["label"] and row["frames_scored"] == e["frames_scored"]
+    assert abs(row["p_fake"] - e["p_fake"]) <= 1e-4
+    for key in ("confidence", "frames_decoded", "frames_with_face", "duration_s", "fps", "model", "error"):
+        assert key in row
+
+
+def test_corrupt_video_is_a_clear_error_and_the_server_stays_ready(server, videos):
+    with DeepfakeClient(server.grpc_url) as c:
+        row = c.score_video(b"\x00garbage" * 1000, name="upload.mp4")
+        assert row["label"] is None and row["error"]["type"] == "VideoError"
+        assert "upload.mp4" in row["error"]["message"] and "not a readable video" in row["error"]["message"]
+        assert c.is_ready()
+        ok = c.score_video(videos["hevc"]["path"], sample="every:5")
+        assert ok["error"] is None and ok["label"] in ("FAKE", "REAL")
+        with pytest.raises(ServerError, match="face_prep|deepfake_frames"):
+            c.infer_frames(np.zeros((2, 0, 4, 3), np.uint8))  # frames of height 0: the failing model is named
+        assert c.is_ready()
+
+
+def test_eight_concurrent_clients_ten_videos_each(server, runtime, videos):
+    pool = [videos[k]["path"] for k in ("face", "hevc", "precropped", "noface")]
+    opts = dict(sample=parse_policy("every:4"))
+    want = _embedded(runtime, pool, **opts)
+    results, errors = {}, []
+
+    def client(k):
+        try:
+            with DeepfakeClient(server.grpc_url) as c:
+                from dfserve.client.remote import RemoteScorer  # noqa: F401  (same import path as the CLI)
+                from dfserve.pipeline.decode import DecodeStats, iter_frames, probe
+
+                for n in range(10):
+                    p = pool[(k + n) % len(pool)]
+                    info = probe(p)
+                    chunks = ((idx, np.stack(fr)) for idx, fr in
+                              iter_frames(p, opts["sample"], info, DecodeStats(), chunk=4))
+                    results[(k, n)] = (p, c.score_frames(chunks))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors, errors
+    assert len(results) == 80
+    for p, got in results.values():
+        w = want[p]
+        assert got["label"] == w["label"]
+        if w["p_fake"] is not None:
+            assert abs(got["p_fake"] - w["p_fake"]) <= 1e-4 and got["frames_scored"] == w["frames_scored"]
+
+
+def test_score_cli_with_server_and_resume(server, runtime, videos, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    paths = [videos["face"]["path"], videos["corrupt"]["path"]]
+    args = [sys.executable, "-m", "dfserve.cli", "score", *paths, "--server", server.grpc_url, "--out", str(out),
+            "--sample", "every:5", "--no-progress", "--resume"]
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert {x["path"] for x in rows} == set(paths)
+    e = _embedded(runtime, [paths[0]], sample=parse_policy("every:5"))[paths[0]]
+    got = next(x for x in rows if x["path"] == paths[0])
+    assert abs(got["p_fake"] - e["p_fake"]) <= 1e-4
+    args.insert(5, videos["hevc"]["path"])
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0
+    assert len(out.read_text().splitlines()) == 3  # only the new video was added
+
+
+def test_a_model_that_fails_to_load_is_named(exported, tmp_path):
+    repo = build_repo(tmp_path / "broken repo", "cpu", exported.out_dir)
+    (repo / "frame_classifier" / "1" / "model.onnx").write_bytes(b"not onnx")
+    srv = TritonServer(repo, startup_timeout=90)
+    with pytest.raises(ServerError, match="frame_classifier"):
+        srv.start()
+    assert srv.proc is None
