@@ -8,7 +8,7 @@ TORCH_PIP_ARGS ?=
 EXTRAS ?= export,serve,dev,bench
 STAMP  := $(VENV)/.dfserve-installed
 
-.PHONY: venv test test-all demo bench clean help
+.PHONY: venv test test-all demo bench bench-full clean help
 help:
 	@echo "make demo   - generate sample videos, export models, score them (main job)"
 	@echo "make test   - install into $(VENV) and run the CPU test suite (incl. real tritonserver tests)"
@@ -37,7 +37,10 @@ demo: venv
 	$(BIN)/dfserve demo
 
 bench: venv
-	$(BIN)/dfserve bench --quick
+	$(BIN)/dfserve bench --quick --triton --perf-analyzer
+
+bench-full: venv
+	$(BIN)/dfserve bench --triton --perf-analyzer
 
 clean:
 	rm -rf $(VENV) .cache demo_out

@@ -165,7 +165,10 @@ def _add_bench(sub) -> None:
     p.add_argument("--quick", action="store_true", help="a small set that finishes in minutes on 2 CPU cores")
     p.add_argument("--checkpoint", help="seed checkpoint (default: seeded random UNTRAINED weights)")
     p.add_argument("--server", metavar="HOST:PORT", help="also benchmark a running Triton server (cpu flavor)")
-    p.add_argument("--perf-analyzer", action="store_true", help="with --server: run perf_analyzer's concurrency sweep")
+    p.add_argument("--triton", action="store_true",
+                   help="also start a tritonserver (cpu flavor) on the benchmark's models and benchmark it")
+    p.add_argument("--perf-analyzer", action="store_true",
+                   help="with --server/--triton: run perf_analyzer's concurrency sweep on the ensemble")
     p.add_argument("--workdir", default=".cache/bench", help="generated videos and models (default .cache/bench)")
     p.add_argument("--out", help="results root (default benchmarks/results)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
@@ -238,4 +241,35 @@ def _cmd_serve(args) -> int:
     return 0
 
 
-ALL = [_add_score, _add_demo, _add_repo, _add_serve, _add_bench]
+def _add_perf(sub) -> None:
+    p = sub.add_parser("perf", help="perf_analyzer concurrency sweep of the deepfake_frames ensemble",
+                       description="Runs perf_analyzer (from the tritonclient 2.51 wheel) against a running server's "
+                                   "deepfake_frames ensemble with real 640x360 face frames, and writes its report and "
+                                   "a JSON summary (frames/s, p50/p99 latency) to benchmarks/results/<machine>/.")
+    p.add_argument("--server", required=True, metavar="HOST:PORT")
+    p.add_argument("--batch", type=int, default=8, help="frames per request")
+    p.add_argument("--concurrency", default="1:4", help="perf_analyzer --concurrency-range, e.g. 1:8:2")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.set_defaults(func=_cmd_perf)
+
+
+def _cmd_perf(args) -> int:
+    import json as _json
+
+    from .bench.run import machine_info, machine_slug
+    from .serving.perf import run_perf_analyzer, summarize
+
+    report = run_perf_analyzer(args.server, quick=False, batch=args.batch, concurrency=args.concurrency)
+    out = args.out / machine_slug(machine_info())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "perf_analyzer.txt").write_text(report)
+    rows = summarize(report, args.batch)
+    (out / "perf_analyzer.json").write_text(_json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))
+    for r in rows:
+        print(f"concurrency {r['concurrency']}: {r['frames_per_s']} frames/s, p50 {r.get('p50_latency_ms')} ms, "
+              f"p99 {r['p99_latency_ms']} ms (batch {r['batch']})")
+    print(f"wrote {out / 'perf_analyzer.txt'} and {out / 'perf_analyzer.json'}", file=sys.stderr)
+    return 0
+
+
+ALL = [_add_score, _add_demo, _add_repo, _add_serve, _add_perf, _add_bench]

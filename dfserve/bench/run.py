@@ -286,6 +286,23 @@ def run(args) -> int:
     inputs = make_inputs(work / "videos", quick)
     checkpoint, models_dir, untrained = ensure_models(work, args.checkpoint)
     clips = inputs["clips"]
+    server = None
+    if args.triton and not args.server:
+        from ..serving.repo import build_repo
+        from ..serving.server import TritonServer
+
+        repo = build_repo(work / "model_repository", "cpu", models_dir)
+        server = TritonServer(repo).start()
+        args.server = server.grpc_url
+        print(f"tritonserver (cpu flavor) on {args.server}", file=sys.stderr)
+    try:
+        return _run(args, quick, info, out_dir, t_start, inputs, checkpoint, models_dir, untrained, clips)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _run(args, quick, info, out_dir, t_start, inputs, checkpoint, models_dir, untrained, clips) -> int:
     seed_ns = [20] if quick else [20, 100]
     runs = []
 
@@ -320,18 +337,24 @@ def run(args) -> int:
         if kind == "embedded":
             r = go(name + " (long video)", kind, "all", [inputs["long"]], throughput=False)
             r["ratio_frames_per_s"] = r["frames_per_s"] / base
+        if kind == "triton":
+            r = go("dfserve-triton deepfake_video", "triton-video", "all", clips, **extra)
+            r["ratio_frames_per_s"] = r["frames_per_s"] / base
     for r in runs:
         r.setdefault("ratio_frames_per_s", 1.0 if r["kind"] == "seed" else None)
     sweep = batch_sweep(models_dir, [1, 8, 32] if quick else [1, 4, 8, 16, 32, 64])
-    pa = None
+    pa = pa_rows = None
     if args.server and args.perf_analyzer:
-        from ..serving.perf import run_perf_analyzer
+        from ..serving.perf import run_perf_analyzer, summarize as pa_summarize
 
-        pa = run_perf_analyzer(args.server, quick=quick)
+        print("  running perf_analyzer concurrency sweep ...", file=sys.stderr, flush=True)
+        pa = run_perf_analyzer(args.server, quick=quick, batch=8)
+        pa_rows = pa_summarize(pa, 8)
+        pa = pa[pa.rfind("Inferences/Second vs. Client"):] if "Inferences/Second" in pa else pa[-3000:]
     result = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "command": "dfserve bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1
               else "dfserve bench", "quick": quick, "machine": info, "untrained": untrained,
-              "inputs": inputs, "runs": runs, "agreement": agree, "batch_sweep": sweep, "perf_analyzer": pa,
+              "inputs": inputs, "runs": runs, "agreement": agree, "batch_sweep": sweep, "perf_analyzer": pa, "perf_analyzer_rows": pa_rows,
               "total_seconds": round(time.perf_counter() - t_start, 1)}
     files = write_report(out_dir, result)
     print(markdown(result), file=sys.stderr)

@@ -51,6 +51,18 @@ def run_dfserve(cfg) -> list:
 
     o = dict(cfg.get("options", {}))
     opts = ScoreOptions(sample=parse_policy(cfg["sample"]), head=cfg.get("head", "mean"), **o)
+    if cfg["kind"] == "triton-video":
+        from ..client import DeepfakeClient
+
+        out = []
+        with DeepfakeClient(cfg["server"], timeout=600) as c:
+            for v in cfg["videos"]:
+                t = time.perf_counter()
+                row = c.score_video(v, sample=cfg["sample"], head=cfg.get("head", "mean"))
+                out.append({"path": v, "seconds": time.perf_counter() - t, "frames": row["frames_scored"],
+                            "frames_decoded": row["frames_decoded"], "p_fake": row["p_fake"], "label": row["label"],
+                            "error": row["error"]})
+        return out
     if cfg["kind"] == "triton":
         from ..client.remote import RemoteScorer
 

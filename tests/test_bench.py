@@ -1,0 +1,42 @@
+"""Benchmark building blocks: the faithful seed pipeline and one isolated benchmark run."""
+import numpy as np
+import pytest
+
+from dfserve.bench.run import agreement, machine_info, machine_slug, markdown, run_config, summarize
+from dfserve.samples import ASTRONAUT_FACE_BOX, astronaut_bgr
+
+
+def test_dlib_face_locations_finds_the_astronaut():
+    from dfserve.bench.seed_pipeline import dlib_face_locations
+
+    top, right, bottom, left = dlib_face_locations()(astronaut_bgr())[0]
+    x1, y1, x2, y2 = ASTRONAUT_FACE_BOX
+    assert abs((left + right) / 2 - (x1 + x2) / 2) < 25 and abs((top + bottom) / 2 - (y1 + y2) / 2) < 30
+
+
+def test_seed_pipeline_runs_the_seed_forward(seed_model, videos):
+    from dfserve.bench.seed_pipeline import SeedPipeline, opencv_frames
+    from dfserve.export.reference import SeedReference
+
+    ref = SeedReference(seed_model)
+    r = SeedPipeline(ref).run(videos["face"]["path"], 6)
+    assert r.frames == 6 and r.faces_found == 6 and r.verdict is not None
+    # same as running the seed forward on the crops it made
+    frames = [f for _, f in zip(range(6), opencv_frames(videos["face"]["path"]))]
+    assert frames[0].shape == (360, 640, 3)
+    assert 0 <= r.verdict.p_fake <= 1
+
+
+def test_one_isolated_run_reports_its_own_figures(exported, videos, checkpoint_path):
+    cfg = {"name": "t", "kind": "embedded", "videos": [videos["face"]["path"], videos["hevc"]["path"]],
+           "models": str(exported.out_dir), "checkpoint": str(checkpoint_path), "sample": "every:5"}
+    res = summarize("t", "embedded", "every:5", run_config(cfg))
+    assert res["frames"] == 9 + 6 and res["frames_per_s"] > 0 and res["peak_rss_mb"] > 50
+    assert res["latency_p50_s"] <= res["latency_p99_s"] and res["batched_frames_per_s"] > 0
+    seed_like = {"per_video": [{"label": v["label"], "p_fake": v["p_fake"]} for v in res["per_video"]]}
+    assert agreement(seed_like, res)["label_agreement"] == 1.0
+    info = machine_info()
+    assert info["cores"] >= 1 and machine_slug(info)
+    md = markdown({"machine": info, "date": "d", "command": "c", "untrained": True, "inputs": {"clips": [], "long": "x"},
+                   "runs": [dict(res, ratio_frames_per_s=1.0)], "agreement": {}, "batch_sweep": {}})
+    assert "| t | every:5 |" in md
