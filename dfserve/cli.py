@@ -38,7 +38,14 @@ def _add_export(sub) -> None:
     src.add_argument("--random-init", action="store_true",
                      help="use seeded RANDOM, UNTRAINED weights (engine tests only); needs --seed")
     p.add_argument("--seed", type=int, help="random seed for --random-init")
-    p.add_argument("--out", type=Path, required=True, help="output folder for the models")
+    p.add_argument("--out", type=Path, help="output folder for the models")
+    trt = p.add_argument_group("TensorRT (GPU machines with the tensorrt package)")
+    trt.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (.plan) and check them "
+                                                          "against onnxruntime")
+    trt.add_argument("--models", type=Path, help="with --tensorrt: build engines for this existing export")
+    trt.add_argument("--fp16", action="store_true", help="TensorRT: allow fp16 kernels")
+    trt.add_argument("--int8", action="store_true", help="TensorRT: INT8, calibrated on real face crops (--calib)")
+    trt.add_argument("--calib", nargs="+", default=[], metavar="VIDEO", help="videos/folders for INT8 calibration")
     p.add_argument("--head", choices=spec.HEADS, default=spec.DEFAULT_HEAD,
                    help="video head recorded in the metadata: mean (training notebook) or last (Django app)")
     p.add_argument("--no-validate", action="store_true", help="skip the validation against PyTorch")
@@ -46,6 +53,14 @@ def _add_export(sub) -> None:
 
 
 def _cmd_export(args) -> int:
+    if args.int8 and not args.calib:
+        raise UsageError("--int8 needs --calib VIDEO... (real face videos to calibrate on)")
+    if args.models is not None:
+        if not args.tensorrt:
+            raise UsageError("--models is for --tensorrt on an existing export; to export use --out")
+        return _build_trt(args, args.models)
+    if args.out is None:
+        raise UsageError("--out DIR is required")
     if args.random_init and args.seed is None:
         raise UsageError("--random-init needs --seed N (so the untrained weights are reproducible)")
     if not args.random_init and args.checkpoint is None:
@@ -68,6 +83,17 @@ def _cmd_export(args) -> int:
               f"vs shipped ONNX {d['max_abs_shipped_scores_error']:.2e}")
     if rep.metadata["weights"]["untrained"]:
         print(f"\n!!! {UNTRAINED_WARNING}", file=sys.stderr)
+    if args.tensorrt:
+        return _build_trt(args, args.out)
+    return 0
+
+
+def _build_trt(args, models) -> int:
+    from .export.tensorrt_build import build_engines
+
+    report = build_engines(models, fp16=args.fp16, int8=args.int8, calib=args.calib)
+    for name, r in report.items():
+        print(f"  {name}: {r}")
     return 0
 
 

@@ -26,6 +26,10 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
                                                       "keyed by its sha256 ($DFSERVE_CACHE or ~/.cache/dfserve)")
     src.add_argument("--models", type=Path, help="folder made by `dfserve export`")
     p.add_argument("--server", metavar="HOST:PORT", help="score through a Triton server (gRPC) instead of in-process")
+    p.add_argument("--device", default="cpu", help="cpu (onnxruntime, default) or cuda[:N] (NVDEC decode + torch fp16 "
+                                                   "on the GPU)")
+    p.add_argument("--runtime", choices=("auto", "onnxruntime", "torch"), default="auto",
+                   help="embedded runtime: auto = onnxruntime on cpu, torch on cuda")
     p.add_argument("--out", type=Path, help="JSON Lines output file (default: stdout)")
     p.add_argument("--resume", action="store_true", help="skip videos already in --out; append the rest")
     p.add_argument("--head", choices=spec.HEADS, default=spec.DEFAULT_HEAD,
@@ -72,6 +76,16 @@ def make_scorer(args, opts):
     resolved = resolve_models(args.models, args.checkpoint)
     if resolved.untrained:
         log.warning("the models in %s have RANDOM, UNTRAINED weights: verdicts are meaningless", resolved.models_dir)
+    device = getattr(args, "device", "cpu") or "cpu"
+    runtime = getattr(args, "runtime", "auto")
+    if runtime == "torch" or (runtime == "auto" and device.startswith("cuda")):
+        from .pipeline.gpu_scorer import TorchScorer
+        from .pipeline.torch_runtime import load_torch_runtime
+
+        rt = load_torch_runtime(resolved.models_dir, args.checkpoint, device, resolved.model_id)
+        return TorchScorer(rt, opts, model_id=resolved.model_id)
+    if device != "cpu":
+        raise UsageError(f"--device {device} needs --runtime torch (onnxruntime here is the CPU build)")
     rt = OnnxRuntime(resolved.models_dir, threads=args.threads or None, classifier_batch=opts.batch)
     return Scorer(rt, opts, model_id=resolved.model_id)
 

@@ -110,7 +110,7 @@ class Scorer:
                 try:
                     job.info = probe(job.path, count_if_unknown=self.opt.sample.needs_frame_count)
                     put(("start", job))
-                    for idx, frames in iter_frames(job.path, self.opt.sample, job.info, job.stats, self.opt.chunk):
+                    for idx, frames in self.iter_frames(job.path, self.opt.sample, job.info, job.stats, self.opt.chunk):
                         put(("chunk", job, idx, frames))
                     put(("end", job))
                 except _Stop:
@@ -175,13 +175,26 @@ class Scorer:
             for w in workers:
                 w.join(timeout=5)
 
+    # Hooks a device runtime overrides (see gpu_scorer.py): where frames come from, how faces are cut
+    # out and how a batch of them becomes logits.
+    iter_frames = staticmethod(iter_frames)
+
+    def locate(self, frames) -> list:
+        return locate_faces(self.rt.detect, frames, self.opt.detect_max_side, self.opt.detect_threshold)
+
+    def crop(self, frames, boxes) -> list:
+        return list(crop_faces(frames, boxes, self.opt.margin))
+
+    def faces_to_logits(self, faces: list) -> np.ndarray:
+        return self.rt.classify(classifier_input(np.stack(faces)))
+
     def _prepare(self, job: VideoJob, indices: List[int], frames: List[np.ndarray]) -> List[tuple]:
         job.frames_sampled += len(indices)
         if self.opt.faces == "precropped":
             faces = [None] * len(frames)
             job.frames_with_face += len(frames)
         else:
-            faces = locate_faces(self.rt.detect, frames, self.opt.detect_max_side, self.opt.detect_threshold)
+            faces = self.locate(frames)
             job.frames_with_face += sum(f is not None for f in faces)
         keep = [k for k, f in enumerate(faces) if f is not None or self.opt.faces == "precropped"
                 or self.opt.no_face == "frame"]
@@ -190,7 +203,7 @@ class Scorer:
                 job.timeline.extend([i, None, None] for i in indices)
             return []
         boxes = [faces[k].box if faces[k] is not None else None for k in keep]
-        crops = crop_faces([frames[k] for k in keep], boxes, self.opt.margin)
+        crops = self.crop([frames[k] for k in keep], boxes)
         if self.opt.timeline:
             kept = set(keep)
             job.timeline.extend([indices[k], None, None] for k in range(len(indices)) if k not in kept)
@@ -198,7 +211,7 @@ class Scorer:
 
     def _classify(self, pending: List[tuple], n: int) -> List[tuple]:
         head, rest = pending[:n], pending[n:]
-        logits = self.rt.classify(classifier_input(np.stack([p[3] for p in head])))
+        logits = self.faces_to_logits([p[3] for p in head])
         by_job = {}
         for k, p in enumerate(head):
             by_job.setdefault(id(p[0]), (p[0], []))[1].append(k)

@@ -58,6 +58,13 @@ class _Model:
         self.config = json.loads(args["model_config"])
         self.params = {k: v.get("string_value", "") for k, v in self.config.get("parameters", {}).items()}
         self.version_dir = Path(args["model_repository"]) / args["model_version"]
+        # gpu flavor: inputs arrive as GPU tensors and are handed to torch through DLPack, no host copies
+        self.cuda = self.params.get("device", "cpu").startswith("cuda")
+        if self.cuda:
+            import torch
+
+            self.torch = torch
+            torch.cuda.set_device(int(args.get("model_instance_device_id", 0)))
         self.setup()
 
     def setup(self):
@@ -69,16 +76,23 @@ class _Model:
             x = self.pb.get_input_tensor_by_name(req, t.name)
             if x is None:
                 raise ValueError(f"missing input {t.name!r}")
-            out[t.name] = x.as_numpy()
+            if self.cuda and t.dtype != "bytes":
+                out[t.name] = self.torch.from_dlpack(x.to_dlpack())
+            else:
+                out[t.name] = x.as_numpy()
         return out
 
     def _error(self, exc: BaseException):
         return self.pb.InferenceResponse(output_tensors=[], error=self.pb.TritonError(
             f"{self.spec.name}: {type(exc).__name__}: {exc}"))
 
+    def _tensor(self, name, v):
+        if isinstance(v, np.ndarray):
+            return self.pb.Tensor(name, np.ascontiguousarray(v))
+        return self.pb.Tensor.from_dlpack(name, self.torch.utils.dlpack.to_dlpack(v.contiguous()))
+
     def _response(self, arrays: Dict[str, np.ndarray]):
-        return self.pb.InferenceResponse(output_tensors=[
-            self.pb.Tensor(k, np.ascontiguousarray(v)) for k, v in arrays.items()])
+        return self.pb.InferenceResponse(output_tensors=[self._tensor(k, v) for k, v in arrays.items()])
 
     def execute(self, requests):
         responses = [None] * len(requests)
@@ -97,10 +111,10 @@ class _Model:
                     outs = [self.run(members[0][1])]
                 else:
                     sizes = [m[1][self.spec.inputs[0].name].shape[0] for m in members]
-                    merged = {k: np.concatenate([m[1][k] for m in members]) for k in members[0][1]}
+                    merged = {k: _cat([m[1][k] for m in members]) for k in members[0][1]}
                     res = self.run(merged)
-                    cuts = np.cumsum(sizes)[:-1]
-                    outs = [dict(zip(res, parts)) for parts in zip(*(np.split(v, cuts) for v in res.values()))]
+                    cuts = [int(c) for c in np.cumsum(sizes)[:-1]]
+                    outs = [dict(zip(res, parts)) for parts in zip(*(_split(v, cuts) for v in res.values()))]
                 for (n, _), o in zip(members, outs):
                     responses[n] = self._response(o)
             except Exception as exc:  # noqa: BLE001 - the failing requests get the error, the server stays up
@@ -126,6 +140,21 @@ def _ort_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+def _cat(parts):
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    import torch
+
+    return torch.cat(parts)
+
+
+def _split(v, cuts):
+    if isinstance(v, np.ndarray):
+        return np.split(v, cuts)
+    bounds = [0, *cuts, v.shape[0]]
+    return [v[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 class FacePrep(_Model):
     spec = spec.FACE_PREP
 
@@ -133,9 +162,14 @@ class FacePrep(_Model):
         self.max_side = int(self.params.get("max_side", spec.DETECTOR_MAX_SIDE))
 
     def run(self, x):
-        from ..pipeline.faces import detector_input
+        if self.cuda:
+            from ..pipeline.torch_runtime import frames_to_detector
 
-        images, scale = detector_input(list(x["frames"]), self.max_side)
+            images, scale = frames_to_detector(x["frames"], self.max_side)
+        else:
+            from ..pipeline.faces import detector_input
+
+            images, scale = detector_input(list(x["frames"]), self.max_side)
         return {"images": images, "scale": np.full((images.shape[0], 1), scale, np.float32)}
 
 
@@ -173,8 +207,19 @@ class FaceCrop(_Model):
 
         frames = x["frames"]
         h, w, scale = detector_size(frames.shape[1], frames.shape[2], self.max_side)
-        chosen = choose_faces(x["loc"], x["scores"], h, w, scale, self.threshold)
-        faces, boxes, has = faces_for_classifier(list(frames), chosen, self.margin)
+        loc, scores = x["loc"], x["scores"]
+        if self.cuda:  # detections are small: NMS on the host, pixels stay on the GPU
+            loc, scores = loc.float().cpu().numpy(), scores.float().cpu().numpy()
+        chosen = choose_faces(loc, scores, h, w, scale, self.threshold)
+        if self.cuda:
+            from ..pipeline.torch_runtime import crop_resize
+
+            boxes_l = [c.box if c is not None else None for c in chosen]
+            faces = crop_resize(frames, boxes_l, self.margin)
+            boxes = np.stack([b if b is not None else np.zeros(4, np.float32) for b in boxes_l]).astype(np.float32)
+            has = np.array([b is not None for b in boxes_l])
+        else:
+            faces, boxes, has = faces_for_classifier(list(frames), chosen, self.margin)
         return {"faces": faces, "boxes": boxes, "has_face": has.reshape(-1, 1)}
 
 
