@@ -90,6 +90,10 @@ def make_scorer(args, opts):
     return Scorer(rt, opts, model_id=resolved.model_id)
 
 
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_score(args) -> int:
     from tqdm import tqdm
 
@@ -113,7 +117,7 @@ def run_score(args) -> int:
     bar = tqdm(total=len(todo), unit="video", disable=args.no_progress or None, file=sys.stderr,
                dynamic_ncols=True)
     old = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         with RowWriter(args.out, append=bool(args.resume)) as w:
             for row in scorer.score(todo):

@@ -183,6 +183,7 @@ def make_precropped_video(path, n_frames: int = 20, size: int = 224, fps: int = 
 
 def make_corrupt_file(path, seed: int = 0, size: int = 20000) -> dict:
     """Random bytes with a video file name."""
-    Path_ = __import__("pathlib").Path
-    Path_(path).write_bytes(np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes())
+    from pathlib import Path
+
+    Path(path).write_bytes(np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes())
     return {"path": str(path), "corrupt": True}

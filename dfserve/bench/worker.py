@@ -25,6 +25,14 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _peak_gpu_mb():
+    """Peak GPU memory allocated by torch in this process, where a GPU was used."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
 def run_seed(cfg) -> list:
     from ..export.checkpoint import load_seed_model
     from ..export.reference import SeedReference
@@ -33,7 +41,10 @@ def run_seed(cfg) -> list:
     import torch
 
     torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
-    pipe = SeedPipeline(SeedReference(load_seed_model(cfg["checkpoint"])))
+    model = load_seed_model(cfg["checkpoint"])
+    if cfg.get("device", "cpu") != "cpu":  # the seed on the same GPU: eager fp32
+        model = model.to(cfg["device"])
+    pipe = SeedPipeline(SeedReference(model))
     out = []
     for v in cfg["videos"]:
         r = pipe.run(v, cfg["frames"], cfg.get("head", "mean"))
@@ -72,8 +83,16 @@ def run_dfserve(cfg) -> list:
         from ..pipeline.runtime import OnnxRuntime
 
         resolved = resolve_models(models=cfg["models"])
-        scorer = Scorer(OnnxRuntime(resolved.models_dir, threads=cfg.get("threads"), classifier_batch=opts.batch),
-                        opts, resolved.model_id)
+        if cfg["kind"] == "gpu":
+            from ..pipeline.gpu_scorer import TorchScorer
+            from ..pipeline.torch_runtime import load_torch_runtime
+
+            rt = load_torch_runtime(resolved.models_dir, cfg.get("checkpoint"), cfg.get("device", "cuda"),
+                                    resolved.model_id)
+            scorer = TorchScorer(rt, opts, resolved.model_id)
+        else:
+            scorer = Scorer(OnnxRuntime(resolved.models_dir, threads=cfg.get("threads"), classifier_batch=opts.batch),
+                            opts, resolved.model_id)
     out = []
     # one video at a time for per-video latency; the throughput run below batches across videos
     for v in cfg["videos"]:
@@ -95,7 +114,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     videos = run_seed(cfg) if cfg["kind"] == "seed" else run_dfserve(cfg)
     res = {"videos": videos, "wall_s": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(),
-           "throughput": cfg.get("_throughput")}
+           "peak_gpu_mem_mb": _peak_gpu_mb(), "throughput": cfg.get("_throughput")}
     with open(argv[1], "w") as f:
         json.dump(res, f)
     return 0

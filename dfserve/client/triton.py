@@ -36,6 +36,11 @@ _NP = {"uint8": np.uint8, "float32": np.float32, "int64": np.int64, "bool": np.b
 _TRITON = {"uint8": "UINT8", "float32": "FP32", "int64": "INT64", "bool": "BOOL", "bytes": "BYTES"}
 
 
+def _host(a):
+    """numpy view of a host array or a (torch) device tensor."""
+    return a if isinstance(a, np.ndarray) else a.cpu().numpy()
+
+
 @dataclass
 class FramesResult:
     boxes: np.ndarray  # [B,4] x1,y1,x2,y2 (zeros where no face)
@@ -43,11 +48,13 @@ class FramesResult:
     logits: np.ndarray  # [B,2]
 
 
-def _shm_module():
+def _shm_module(cuda: bool = False):
     import warnings
 
     with warnings.catch_warnings():  # tritonclient 2.51 imports the deprecated pkg_resources here
         warnings.simplefilter("ignore")
+        if cuda:
+            return require("tritonclient.utils.cuda_shared_memory", "tritonclient[cuda]", "gpu")
         import tritonclient.utils.shared_memory as shm
     return shm
 
@@ -66,7 +73,11 @@ class DeepfakeClient:
         self.backoff = backoff
         self._c = grpc.InferenceServerClient(url=url)
         host = url.rsplit(":", 1)[0]
+        # "auto": system shared memory when the server is on this host; "cuda": CUDA IPC (server on
+        # this host and GPU, frames already on the GPU); False: plain gRPC messages.
+        self.shm_kind = "cuda" if shared_memory == "cuda" else "system"
         self.use_shm = (host in LOCAL_HOSTS) if shared_memory == "auto" else bool(shared_memory)
+        self.gpu_id = 0
         self._shm = None  # (name, handle, size)
         self._lock = threading.Lock()
 
@@ -93,36 +104,47 @@ class DeepfakeClient:
         for t in model.inputs:
             a = arrays[t.name]
             i = grpc.InferInput(t.name, list(a.shape), _TRITON[t.dtype])
-            if shm and t.dtype == "uint8" and a.nbytes > (1 << 20):
-                self._to_shm(i, a)
+            nbytes = a.nbytes if isinstance(a, np.ndarray) else a.numel() * a.element_size()
+            if shm and t.dtype == "uint8" and nbytes > (1 << 20):
+                self._to_shm(i, a, nbytes)
             else:
                 i.set_data_from_numpy(a)
             ins.append(i)
         return ins
 
-    def _to_shm(self, inp, a: np.ndarray) -> None:
-        shm = _shm_module()
-
-        size = a.nbytes
+    def _to_shm(self, inp, a, size: int) -> None:
+        cuda = self.shm_kind == "cuda"
+        shm = _shm_module(cuda)
         if self._shm is None or self._shm[2] < size:
             self._close_shm()
             name = f"dfserve-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-            handle = shm.create_shared_memory_region(name, f"/{name}", size)
-            self._call("register system shared memory", self._c.register_system_shared_memory, name, f"/{name}",
-                       size)
+            if cuda:
+                handle = shm.create_shared_memory_region(name, size, self.gpu_id)
+                self._call("register CUDA shared memory", self._c.register_cuda_shared_memory, name,
+                           shm.get_raw_handle(handle), self.gpu_id, size)
+            else:
+                handle = shm.create_shared_memory_region(name, f"/{name}", size)
+                self._call("register system shared memory", self._c.register_system_shared_memory, name,
+                           f"/{name}", size)
             self._shm = (name, handle, size)
-        shm.set_shared_memory_region(self._shm[1], [np.ascontiguousarray(a)])
+        if isinstance(a, np.ndarray):
+            shm.set_shared_memory_region(self._shm[1], [np.ascontiguousarray(a)])
+        else:  # a torch CUDA tensor (NVDEC frames): device-to-device copy
+            shm.set_shared_memory_region_from_dlpack(self._shm[1], [a.contiguous()])
         inp.set_shared_memory(self._shm[0], size)
 
     def _close_shm(self) -> None:
         if self._shm is None:
             return
-        shm = _shm_module()
+        shm = _shm_module(self.shm_kind == "cuda")
 
         name, handle, _ = self._shm
         self._shm = None
         try:
-            self._c.unregister_system_shared_memory(name)
+            if self.shm_kind == "cuda":
+                self._c.unregister_cuda_shared_memory(name)
+            else:
+                self._c.unregister_system_shared_memory(name)
         except Exception:  # noqa: BLE001 - the server may be gone already
             log.debug("could not unregister shared memory %s", name)
         shm.destroy_shared_memory_region(handle)
@@ -169,7 +191,8 @@ class DeepfakeClient:
     # -------------------------------------------------------------------------------- inference
     def infer_frames(self, frames: np.ndarray) -> FramesResult:
         """uint8 BGR frames [B,H,W,3] through the `deepfake_frames` ensemble."""
-        frames = np.ascontiguousarray(frames, dtype=np.uint8)
+        if isinstance(frames, np.ndarray) or not self.use_shm or self.shm_kind != "cuda":
+            frames = np.ascontiguousarray(_host(frames), dtype=np.uint8)
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames must be uint8 [B,H,W,3] BGR, got shape {frames.shape}")
         out = []

@@ -33,8 +33,9 @@ class SeedReference:
     @torch.no_grad()
     def predict_tensor(self, faces: torch.Tensor, head: str = spec.DEFAULT_HEAD) -> Verdict:
         """faces: [N, 3, 112, 112] normalised. Returns the video verdict."""
-        _, logits = self.model(faces.unsqueeze(0), head=head)
-        return verdict_from_logits(logits[0].numpy())
+        dev = next(self.model.parameters()).device
+        _, logits = self.model(faces.unsqueeze(0).to(dev), head=head)
+        return verdict_from_logits(logits[0].float().cpu().numpy())
 
     def predict_frames(self, frames_bgr: Sequence[np.ndarray], head: str = spec.DEFAULT_HEAD) -> Verdict:
         """frames: BGR uint8 images (face crops, or whole frames where the seed found no face)."""

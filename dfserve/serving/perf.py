@@ -53,7 +53,6 @@ def _lib_dir(work: Path) -> Optional[Path]:
 
 def input_data(path: Path, n_frames: int = 4) -> Path:
     """perf_analyzer --input-data JSON: real frames of the astronaut's face (binary, base64)."""
-    from ..samples import face_track, make_face_video  # noqa: F401  (keeps the frames identical to the tests')
     from ..samples import ASTRONAUT_BODY, astronaut_bgr
 
     from PIL import Image
