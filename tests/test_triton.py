@@ -132,6 +132,9 @@ def test_eight_concurrent_clients_ten_videos_each(server, runtime, videos):
 
 
 def test_score_cli_with_server_and_resume(server, runtime, videos, tmp_path):
+    import glob
+
+    shm_before = set(glob.glob("/dev/shm/dfserve-*"))
     out = tmp_path / "rows.jsonl"
     paths = [videos["face"]["path"], videos["corrupt"]["path"]]
     args = [sys.executable, "-m", "dfserve.cli", "score", *paths, "--server", server.grpc_url, "--out", str(out),
@@ -147,6 +150,7 @@ def test_score_cli_with_server_and_resume(server, runtime, videos, tmp_path):
     r = subprocess.run(args, capture_output=True, text=True)
     assert r.returncode == 0
     assert len(out.read_text().splitlines()) == 3  # only the new video was added
+    assert set(glob.glob("/dev/shm/dfserve-*")) == shm_before  # frames went through shared memory, released
 
 
 def test_a_model_that_fails_to_load_is_named(exported, tmp_path):

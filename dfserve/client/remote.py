@@ -77,3 +77,5 @@ class RemoteScorer:
                             raise RuntimeError("remote scoring workers stopped before all videos were scored")
         finally:
             stop.set()
+            for w in workers:
+                w.join(timeout=30)

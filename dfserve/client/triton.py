@@ -12,6 +12,7 @@ when the server is on this host (loopback), so large frame batches never hit gRP
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -34,6 +35,33 @@ log = logging.getLogger(__name__)
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 _NP = {"uint8": np.uint8, "float32": np.float32, "int64": np.int64, "bool": np.bool_, "bytes": np.object_}
 _TRITON = {"uint8": "UINT8", "float32": "FP32", "int64": "INT64", "bool": "BOOL", "bytes": "BYTES"}
+
+
+# Shared-memory regions this process created and has not released yet: released at exit too, so a
+# client that is never closed (an abandoned generator, a daemon thread) does not leak /dev/shm.
+_LIVE_REGIONS: dict = {}
+
+
+def _release_region(name: str) -> None:
+    entry = _LIVE_REGIONS.pop(name, None)
+    if entry is None:
+        return
+    handle, cuda = entry
+    try:
+        _shm_module(cuda).destroy_shared_memory_region(handle)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
+    if not cuda:
+        try:
+            os.unlink(f"/dev/shm/{name}")
+        except OSError:
+            pass
+
+
+@atexit.register
+def _release_all_regions() -> None:
+    for name in list(_LIVE_REGIONS):
+        _release_region(name)
 
 
 def _host(a):
@@ -127,6 +155,7 @@ class DeepfakeClient:
                 self._call("register system shared memory", self._c.register_system_shared_memory, name,
                            f"/{name}", size)
             self._shm = (name, handle, size)
+            _LIVE_REGIONS[name] = (handle, cuda)
         if isinstance(a, np.ndarray):
             shm.set_shared_memory_region(self._shm[1], [np.ascontiguousarray(a)])
         else:  # a torch CUDA tensor (NVDEC frames): device-to-device copy
@@ -136,9 +165,7 @@ class DeepfakeClient:
     def _close_shm(self) -> None:
         if self._shm is None:
             return
-        shm = _shm_module(self.shm_kind == "cuda")
-
-        name, handle, _ = self._shm
+        name = self._shm[0]
         self._shm = None
         try:
             if self.shm_kind == "cuda":
@@ -147,7 +174,7 @@ class DeepfakeClient:
                 self._c.unregister_system_shared_memory(name)
         except Exception:  # noqa: BLE001 - the server may be gone already
             log.debug("could not unregister shared memory %s", name)
-        shm.destroy_shared_memory_region(handle)
+        _release_region(name)
 
     def _infer(self, model: spec.ModelSpec, arrays: dict, shm: bool = False, **kw):
         ins = self._inputs(model, arrays, shm)

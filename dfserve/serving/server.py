@@ -148,12 +148,15 @@ class TritonServer:
     def model_failures(self) -> List[str]:
         return [ln for ln in self._log if "failed to load" in ln or "UNAVAILABLE" in ln and "model" in ln.lower()]
 
-    def is_ready(self) -> bool:
+    def _http_ok(self, path: str) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/v2/health/ready", timeout=2) as r:
+            with urllib.request.urlopen(f"http://{self.host}:{self.http_port}{path}", timeout=2) as r:
                 return r.status == 200
         except OSError:
             return False
+
+    def is_ready(self) -> bool:
+        return self._http_ok("/v2/health/ready")
 
     def model_states(self) -> dict:
         """{model: (state, reason)} from the repository index (every model folder, loaded or not)."""
@@ -189,11 +192,7 @@ class TritonServer:
         raise ServerError(self._failure_message(f"tritonserver not ready after {self.startup_timeout:.0f} s"))
 
     def _http_live(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/v2/health/live", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
+        return self._http_ok("/v2/health/live")
 
     def _failure_message(self, what: str) -> str:
         fails = self.model_failures()
