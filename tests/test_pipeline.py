@@ -139,3 +139,13 @@ def test_find_videos(videos, tmp_path):
     lst = tmp_path / "list.txt"
     lst.write_text(f"# comment\n{videos['face']['path']}\n\n{videos['noface']['path']}\n")
     assert find_videos([f"@{lst}"]) == [videos["face"]["path"], videos["noface"]["path"]]
+
+
+def test_absurd_frame_size_is_refused_by_name(runtime, tmp_path):
+    from dfserve.samples import write_video
+
+    p = tmp_path / "too wide.mp4"
+    write_video(p, [np.zeros((16, 8256, 3), np.uint8)] * 2)
+    row = next(Scorer(runtime, ScoreOptions()).score([str(p)]))
+    assert row["error"]["type"] == "VideoError" and "absurd frame size 8256x16" in row["error"]["message"]
+    assert str(p) in row["error"]["message"]

@@ -160,3 +160,25 @@ def test_a_model_that_fails_to_load_is_named(exported, tmp_path):
     with pytest.raises(ServerError, match="frame_classifier"):
         srv.start()
     assert srv.proc is None
+
+
+def test_idle_sequences_time_out_and_free_their_state(exported, tmp_path):
+    import re
+    import time
+
+    repo = build_repo(tmp_path / "repo", "cpu", exported.out_dir)
+    cfg = repo / "video_aggregator" / "config.pbtxt"
+    cfg.write_text(re.sub(r"max_sequence_idle_microseconds: \d+", "max_sequence_idle_microseconds: 1000000",
+                          cfg.read_text()))
+    with TritonServer(repo) as srv, DeepfakeClient(srv.grpc_url) as c:
+        logits = np.array([[0.5, -0.5], [1.0, 0.0]], np.float32)
+        r = c.aggregate(11, logits, [0, 1], start=True)
+        assert r["frames_scored"] == 2
+        r = c.aggregate(11, logits[:1], [2])  # same sequence, still open: state kept
+        assert r["frames_scored"] == 3
+        time.sleep(2.5)  # idle past 1 s: the sequence is dropped
+        c.aggregate(12, logits, [0, 1], start=True, end=True)  # any later request purges idle state
+        with pytest.raises(ServerError):
+            c.aggregate(11, logits[:1], [3], end=True)  # the old sequence is gone
+        r = c.aggregate(11, logits[:1], [0], start=True, end=True)  # a new one starts from zero
+        assert r["frames_scored"] == 1
