@@ -49,21 +49,43 @@ def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
         raise VideoError(f"{path}: NVDEC cannot decode this video ({exc})") from exc
     n = len(dec) if info.n_frames is None else info.n_frames
     sampler = policy.sampler(info.fps, n)
-    wanted = sampler.expected() or []
-    sparse = policy.kind != "all" and len(wanted) < 0.5 * max(n, 1)
     stats.frames_decoded = 0
-    for start in range(0, len(wanted), chunk):
+
+    def to_bgr(frames):
+        rgb = torch.stack([torch.from_dlpack(f) for f in frames])  # [B,H,W,3] RGB uint8 on the GPU
+        return rgb.flip(-1).contiguous()  # BGR, as OpenCV gives it (the seed's channel order)
+
+    if policy.kind == "all":  # sequential: decode in batches, no seeking
+        i = 0
+        while True:
+            try:
+                frames = dec.get_batch_frames(chunk)
+            except Exception as exc:  # noqa: BLE001
+                if i == 0:
+                    raise VideoError(f"{path}: corrupt video, NVDEC decoded no frame ({exc})") from exc
+                stats.warning = f"decoding stopped after frame {i - 1}: {exc}"
+                return
+            if not frames:
+                break
+            idx = list(range(i, i + len(frames)))
+            i += len(frames)
+            stats.frames_decoded = i
+            yield idx, to_bgr(frames)
+        if i == 0:
+            raise VideoError(f"{path}: no frame could be decoded (truncated or corrupt video)")
+        return
+    wanted = sampler.expected() or []
+    for start in range(0, len(wanted), chunk):  # sparse policies: fetch by index (the decoder seeks)
         idx = wanted[start:start + chunk]
         try:
-            frames = dec.get_batch_frames_by_index(idx) if sparse else [dec[i] for i in idx]
+            frames = dec.get_batch_frames_by_index(idx)
         except Exception as exc:  # noqa: BLE001
             if stats.frames_decoded == 0:
                 raise VideoError(f"{path}: corrupt video, NVDEC decoded no frame ({exc})") from exc
             stats.warning = f"decoding stopped after frame {idx[0] - 1}: {exc}"
             return
-        rgb = torch.stack([torch.from_dlpack(f) for f in frames])  # [B,H,W,3] RGB uint8 on the GPU
         stats.frames_decoded = idx[-1] + 1
-        yield idx, rgb.flip(-1).contiguous()  # BGR, as OpenCV gives it (the seed's channel order)
+        yield idx, to_bgr(frames)
 
 
 def iter_frames_uploaded(path, policy, info, stats, chunk=16, device="cuda"):
