@@ -46,6 +46,7 @@ class TorchRuntime:
         self.cls, self.det = cls, det
         self._graphs: Dict[int, tuple] = {}
         if self.cuda:
+            torch.backends.cudnn.benchmark = True  # fixed shapes per batch size: let cuDNN pick kernels
             for b in cuda_graph_batches:
                 self._capture(b)
 
