@@ -18,7 +18,6 @@ CLASS_REAL = 1
 CLASS_NAMES = {CLASS_FAKE: "FAKE", CLASS_REAL: "REAL"}
 HEADS = ("mean", "last")
 DEFAULT_HEAD = "mean"
-SEED_FRAME_COUNTS = (10, 20, 40, 60, 80, 100)
 
 FACE_SIZE = 112  # frames are resized to FACE_SIZE x FACE_SIZE
 CHANNEL_ORDER = "BGR"  # OpenCV decode: BGR pixels normalised with the ImageNet RGB statistics
@@ -200,4 +199,3 @@ TOL_DETECTOR_LOC = 1e-3
 
 # Classifier batching in the embedded pipeline.
 DEFAULT_CLASSIFIER_BATCH = 32
-DEFAULT_DETECTOR_BATCH = 8

@@ -265,12 +265,7 @@ def plots(out_dir: Path, result: dict) -> List[Path]:
         ax.set_ylabel("items / s")
         ax.set_title("onnxruntime CPU throughput vs batch size")
         ax.legend()
-        ax.grid(alpha=0.3)
-        p = out_dir / "throughput_vs_batch.png"
-        fig.tight_layout()
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        files.append(p)
+        files.append(_save(plt, fig, ax, out_dir / "throughput_vs_batch.png"))
     fig, ax = plt.subplots(figsize=(8, 4))
     runs = [r for r in result["runs"] if r["per_video"]]
     ax.boxplot([[v["seconds"] for v in r["per_video"]] for r in runs], showfliers=True)
@@ -278,13 +273,16 @@ def plots(out_dir: Path, result: dict) -> List[Path]:
     ax.set_ylabel("seconds per video")
     ax.set_yscale("log")
     ax.set_title("per-video latency")
-    ax.grid(alpha=0.3)
-    p = out_dir / "latency.png"
-    fig.tight_layout()
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    files.append(p)
+    files.append(_save(plt, fig, ax, out_dir / "latency.png"))
     return files
+
+
+def _save(plt, fig, ax, path: Path) -> Path:
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 # --------------------------------------------------------------------------------------------- main

@@ -133,6 +133,3 @@ def save_seed_checkpoint(model: SeedModel, path: str | Path, data_parallel: bool
     torch.save(sd, path)
     return path
 
-
-def default_random_checkpoint_name(seed: int) -> str:
-    return f"random_seed{seed}_UNTRAINED.pt"

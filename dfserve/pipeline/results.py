@@ -9,9 +9,6 @@ from typing import IO, Iterable, List, Optional, Set
 
 log = logging.getLogger(__name__)
 
-ROW_FIELDS = ("path", "label", "p_fake", "confidence", "frames_decoded", "frames_scored", "frames_with_face",
-              "duration_s", "fps", "model", "error")
-
 
 def path_key(path: str) -> str:
     """The identity of a video across runs: its absolute, normalised path."""
