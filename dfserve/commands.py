@@ -52,97 +52,13 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-summary", action="store_true", help="no summary table at the end")
 
 
-def score_options(args):
-    from .pipeline.engine import ScoreOptions
-    from .pipeline.sampling import parse_policy
-
-    return ScoreOptions(sample=parse_policy(args.sample), head=args.head, faces=args.faces, no_face=args.no_face,
-                        margin=args.margin, timeline=args.timeline, batch=args.batch,
-                        detect_max_side=args.detect_size, decode_workers=args.decode_workers).validate()
-
-
-def make_scorer(args, opts):
-    """The embedded scorer (onnxruntime), or the Triton-backed one with --server."""
-    if args.server:
-        if args.checkpoint or args.models:
-            raise UsageError("--server scores with the server's models: drop --checkpoint / --models")
-        from .client.remote import RemoteScorer
-
-        return RemoteScorer(args.server, opts)
-    from .models import resolve_models
-    from .pipeline.engine import Scorer
-    from .pipeline.runtime import OnnxRuntime
-
-    resolved = resolve_models(args.models, args.checkpoint)
-    if resolved.untrained:
-        log.warning("the models in %s have RANDOM, UNTRAINED weights: verdicts are meaningless", resolved.models_dir)
-    device = getattr(args, "device", "cpu") or "cpu"
-    runtime = getattr(args, "runtime", "auto")
-    if runtime == "torch" or (runtime == "auto" and device.startswith("cuda")):
-        from .pipeline.gpu_scorer import TorchScorer
-        from .pipeline.torch_runtime import load_torch_runtime
-
-        rt = load_torch_runtime(resolved.models_dir, args.checkpoint, device, resolved.model_id)
-        return TorchScorer(rt, opts, model_id=resolved.model_id)
-    if device != "cpu":
-        raise UsageError(f"--device {device} needs --runtime torch (onnxruntime here is the CPU build)")
-    rt = OnnxRuntime(resolved.models_dir, threads=args.threads or None, classifier_batch=opts.batch)
-    return Scorer(rt, opts, model_id=resolved.model_id)
-
-
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def run_score(args) -> int:
-    from tqdm import tqdm
+    from .pipeline.options import ScoreOptions
+    from .scoring import ScorerConfig, score_paths
 
-    from .pipeline.decode import find_videos
-    from .pipeline.results import RowWriter, path_key, read_done, summary_table
-
-    opts = score_options(args)
-    if args.resume and args.out is None:
-        raise UsageError("--resume needs --out FILE.jsonl")
-    videos = find_videos(args.paths)
-    if not videos:
-        raise UsageError(f"no video files found in {' '.join(args.paths)}")
-    done = read_done(args.out) if (args.resume and args.out) else set()
-    todo = [v for v in videos if path_key(v) not in done]
-    if done:
-        log.info("--resume: %d of %d videos already in %s", len(videos) - len(todo), len(videos), args.out)
-    scorer = make_scorer(args, opts)
-    rows = []
-    t0 = time.perf_counter()
-    frames = 0
-    bar = tqdm(total=len(todo), unit="video", disable=args.no_progress or None, file=sys.stderr,
-               dynamic_ncols=True)
-    old = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    try:
-        with RowWriter(args.out, append=bool(args.resume)) as w:
-            for row in scorer.score(todo):
-                w.write(row)
-                rows.append(row)
-                frames += row["frames_scored"]
-                el = max(time.perf_counter() - t0, 1e-9)
-                bar.update(1)
-                bar.set_postfix_str(f"{len(rows) / el:.2f} videos/s, {frames / el:.1f} frames/s")
-                if row["error"]:
-                    log.info("%s: %s: %s", row["path"], row["error"]["type"], row["error"]["message"])
-    except KeyboardInterrupt:
-        bar.close()
-        print(f"\ninterrupted: {len(rows)} of {len(todo)} videos written"
-              + (f" to {args.out}; rerun with --resume to finish" if args.out else ""), file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, old)
-        bar.close()
-    el = time.perf_counter() - t0
-    if not args.no_summary:
-        print(summary_table(rows), file=sys.stderr)
-        print(f"{len(rows)} videos, {frames} frames scored in {el:.1f} s "
-              f"({frames / max(el, 1e-9):.1f} frames/s)", file=sys.stderr)
-    return 0
+    run = score_paths(args.paths, ScoreOptions.from_args(args), ScorerConfig.from_args(args), out=args.out,
+                      resume=args.resume, progress=not args.no_progress, summary=not args.no_summary)
+    return 130 if run.interrupted else 0
 
 
 def _add_score(sub) -> None:
@@ -159,7 +75,7 @@ def _add_score(sub) -> None:
 def run_demo(args) -> int:
     from .demo import run
 
-    return run(args)
+    return run(args.workdir, args.models_dir, progress=not args.no_progress)
 
 
 def _add_demo(sub) -> None:

@@ -1,7 +1,6 @@
 """`dfserve demo`: the main job on a fresh machine, end to end with the embedded runtime."""
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -26,39 +25,38 @@ def make_demo_videos(folder: Path) -> list:
     return truth
 
 
-def run(args) -> int:
-    from .commands import run_score
+def run(workdir: Path, models_dir: Path, progress: bool = True) -> int:
     from .export.onnx_export import UNTRAINED_WARNING, export_models
+    from .pipeline.options import ScoreOptions
+    from .scoring import ScorerConfig, make_scorer, score_paths
 
-    work = Path(args.workdir)
+    work = Path(workdir)
     videos = work / "sample videos"
     if not (videos / "ground_truth.json").is_file():
         print(f"generating sample videos in {videos} ...", file=sys.stderr)
         make_demo_videos(videos)
-    ckpts = sorted(Path(args.models_dir).glob("*.pt")) if Path(args.models_dir).is_dir() else []
-    ns = {"checkpoint": None, "models": None}
+    ckpts = sorted(Path(models_dir).glob("*.pt")) if Path(models_dir).is_dir() else []
+    config = ScorerConfig()
     if ckpts:
-        ns["checkpoint"] = ckpts[0]
+        config.checkpoint = ckpts[0]
         print(f"using checkpoint {ckpts[0]}", file=sys.stderr)
     else:
         banner = "!" * 100
-        print(f"{banner}\nNo checkpoint (*.pt) in {args.models_dir}/: the demo uses RANDOM weights.\n"
+        print(f"{banner}\nNo checkpoint (*.pt) in {models_dir}/: the demo uses RANDOM weights.\n"
               f"{UNTRAINED_WARNING}\n{banner}", file=sys.stderr)
         mdir = work / "models-random-seed0"
         if not (mdir / "metadata.json").is_file():
             print(f"exporting random-weight models to {mdir} (about half a minute) ...", file=sys.stderr)
             export_models(mdir, random_init=True, seed=0)
-        ns["models"] = mdir
+        config.models = mdir
     out = work / "scores.jsonl"
-    score_args = argparse.Namespace(paths=[str(videos)], out=out, resume=False, head="mean", sample="all", faces="detect",
-                            no_face="skip", margin=0.0, timeline=False, batch=32, detect_size=640, decode_workers=2,
-                            threads=0, no_progress=args.no_progress, no_summary=False, server=None, **ns)
-    rc = run_score(score_args)
-    precropped = argparse.Namespace(**{**vars(score_args), "paths": [str(videos / "face crops.mp4")], "faces": "precropped",
-                               "out": work / "scores_precropped.jsonl", "no_summary": True})
-    run_score(precropped)
-    print(f"\nrows written to {out} (and {precropped.out} for the pre-cropped video scored with --faces precropped)",
+    run1 = score_paths([str(videos)], ScoreOptions(), config, out=out, progress=progress)
+    out2 = work / "scores_precropped.jsonl"
+    crops_opts = ScoreOptions(faces="precropped")
+    run2 = score_paths([str(videos / "face crops.mp4")], crops_opts, config, out=out2, progress=progress,
+                       summary=False, scorer=make_scorer(crops_opts, config))
+    print(f"\nrows written to {out} (and {out2} for the pre-cropped video scored with --faces precropped)",
           file=sys.stderr)
     if not ckpts:
         print(f"\n!!! {UNTRAINED_WARNING}", file=sys.stderr)
-    return rc
+    return 130 if (run1.interrupted or run2.interrupted) else 0

@@ -199,3 +199,5 @@ TOL_DETECTOR_LOC = 1e-3
 
 # Classifier batching in the embedded pipeline.
 DEFAULT_CLASSIFIER_BATCH = 32
+DEFAULT_CHUNK = 16  # frames per decode/detect chunk
+MAX_CHUNK = 256  # a request/chunk never holds more frames than this

@@ -20,42 +20,9 @@ from ..errors import DfserveError, NoFaceError, UsageError, VideoError
 from .aggregate import VideoAggregate, p_fake_per_frame
 from .decode import DecodeStats, VideoInfo, iter_frames, probe
 from .faces import classifier_input, crop_faces, locate_faces
-from .sampling import SamplePolicy, parse_policy
+from .options import FACES_MODES, NO_FACE_MODES, ScoreOptions  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-FACES_MODES = ("detect", "precropped")
-NO_FACE_MODES = ("skip", "frame")
-
-
-@dataclass
-class ScoreOptions:
-    sample: SamplePolicy = field(default_factory=lambda: parse_policy("all"))
-    head: str = spec.DEFAULT_HEAD
-    faces: str = "detect"  # detect | precropped
-    no_face: str = "skip"  # skip (left out of the verdict) | frame (classify the whole frame, as the seed)
-    margin: float = 0.0
-    timeline: bool = False
-    batch: int = spec.DEFAULT_CLASSIFIER_BATCH
-    chunk: int = 16  # frames per decode/detect chunk
-    detect_max_side: int = spec.DETECTOR_MAX_SIDE
-    detect_threshold: float = spec.DETECTOR_SCORE_THRESHOLD
-    decode_workers: int = 2
-
-    def validate(self) -> "ScoreOptions":
-        if self.head not in spec.HEADS:
-            raise UsageError(f"--head must be one of {', '.join(spec.HEADS)}, got {self.head!r}")
-        if self.faces not in FACES_MODES:
-            raise UsageError(f"--faces must be one of {', '.join(FACES_MODES)}, got {self.faces!r}")
-        if self.no_face not in NO_FACE_MODES:
-            raise UsageError(f"--no-face must be one of {', '.join(NO_FACE_MODES)}, got {self.no_face!r}")
-        if not 0.0 <= self.margin <= 2.0:
-            raise UsageError(f"--margin must be between 0 and 2 (fraction of the box size), got {self.margin}")
-        for name in ("batch", "chunk", "decode_workers", "detect_max_side"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        return self
-
 
 @dataclass
 class VideoJob:

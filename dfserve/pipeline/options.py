@@ -1,0 +1,123 @@
+"""`ScoreOptions`: every scoring option, validated in one place, with one JSON form.
+
+The command line (`from_args`), the Triton `deepfake_video` model and the HTTP API (`from_json`)
+and the client (`to_json`) all go through this class, so an option means the same everywhere.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+from .. import spec
+from ..errors import UsageError
+from .sampling import SamplePolicy, parse_policy
+
+FACES_MODES = ("detect", "precropped")
+NO_FACE_MODES = ("skip", "frame")
+
+# Options a caller of a server may set per request; the rest are the server's (repository config).
+REQUEST_FIELDS = ("sample", "head", "faces", "no_face", "timeline", "chunk")
+
+
+@dataclass
+class ScoreOptions:
+    sample: SamplePolicy = field(default_factory=lambda: parse_policy("all"))
+    head: str = spec.DEFAULT_HEAD
+    faces: str = "detect"  # detect | precropped
+    no_face: str = "skip"  # skip (left out of the verdict) | frame (classify the whole frame, as the seed)
+    margin: float = 0.0
+    timeline: bool = False
+    batch: int = spec.DEFAULT_CLASSIFIER_BATCH
+    chunk: int = spec.DEFAULT_CHUNK  # frames per decode/detect chunk
+    detect_max_side: int = spec.DETECTOR_MAX_SIDE
+    detect_threshold: float = spec.DETECTOR_SCORE_THRESHOLD
+    decode_workers: int = 2
+
+    def __post_init__(self):
+        if isinstance(self.sample, str):
+            self.sample = parse_policy(self.sample)
+
+    def validate(self) -> "ScoreOptions":
+        if self.head not in spec.HEADS:
+            raise UsageError(f"--head must be one of {', '.join(spec.HEADS)}, got {self.head!r}")
+        if self.faces not in FACES_MODES:
+            raise UsageError(f"--faces must be one of {', '.join(FACES_MODES)}, got {self.faces!r}")
+        if self.no_face not in NO_FACE_MODES:
+            raise UsageError(f"--no-face must be one of {', '.join(NO_FACE_MODES)}, got {self.no_face!r}")
+        if not 0.0 <= self.margin <= 2.0:
+            raise UsageError(f"--margin must be between 0 and 2 (fraction of the box size), got {self.margin}")
+        if not 0.0 < self.detect_threshold < 1.0:
+            raise UsageError(f"detect_threshold must be in (0, 1), got {self.detect_threshold}")
+        for name in ("batch", "chunk", "decode_workers", "detect_max_side"):
+            if int(getattr(self, name)) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.chunk > spec.MAX_CHUNK:
+            raise UsageError(f"chunk must be at most {spec.MAX_CHUNK} frames, got {self.chunk}")
+        return self
+
+    # ------------------------------------------------------------------------------ conversions
+    @classmethod
+    def from_args(cls, args) -> "ScoreOptions":
+        """From `dfserve score`'s argparse namespace (see commands.add_score_options)."""
+        return cls(sample=parse_policy(args.sample), head=args.head, faces=args.faces, no_face=args.no_face,
+                   margin=args.margin, timeline=args.timeline, batch=args.batch,
+                   detect_max_side=args.detect_size, decode_workers=args.decode_workers).validate()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["sample"] = str(self.sample)
+        return d
+
+    def to_json(self, request_only: bool = False) -> str:
+        """The JSON form (what the client sends to `deepfake_video`; what the web API records)."""
+        d = self.to_dict()
+        if request_only:
+            d = {k: d[k] for k in REQUEST_FIELDS}
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes | Mapping[str, Any] | None, allowed=None) -> "ScoreOptions":
+        """Parse and validate; unknown keys (or keys outside `allowed`) are refused by name."""
+        if text is None or text == "" or text == b"":
+            d: dict = {}
+        elif isinstance(text, Mapping):
+            d = dict(text)
+        else:
+            try:
+                d = json.loads(text.decode() if isinstance(text, bytes) else text)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise UsageError(f"options: not valid JSON ({exc})") from None
+        if not isinstance(d, dict):
+            raise UsageError(f"options: expected a JSON object, got {type(d).__name__}")
+        names = {f.name for f in fields(cls)} if allowed is None else set(allowed)
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UsageError(f"options: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        kinds = {f.name: f.type for f in fields(cls)}
+        clean = {}
+        for k, v in d.items():
+            if k == "sample":
+                clean[k] = parse_policy(str(v))
+                continue
+            want = kinds[k]
+            try:
+                if want in ("bool", bool):
+                    if not isinstance(v, bool):
+                        raise TypeError
+                    clean[k] = v
+                elif want in ("int", int):
+                    if isinstance(v, bool) or float(v) != int(v):
+                        raise TypeError
+                    clean[k] = int(v)
+                elif want in ("float", float):
+                    if isinstance(v, bool):
+                        raise TypeError
+                    clean[k] = float(v)
+                else:
+                    if not isinstance(v, str):
+                        raise TypeError
+                    clean[k] = v
+            except (TypeError, ValueError):
+                raise UsageError(f"options: {k}={v!r} is not a valid {want}") from None
+        return cls(**clean).validate()

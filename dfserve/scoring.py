@@ -1,0 +1,146 @@
+"""Scoring as a library: choose a scorer once (`make_scorer`) and score paths (`score_paths`).
+
+Every front end goes through here — `dfserve score`, the demo, the web app, the Ray workers, the
+bench — so the choice of runtime and the row format are made in one place.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from .errors import UsageError
+from .pipeline.options import ScoreOptions
+
+log = logging.getLogger("dfserve")
+
+
+@dataclass
+class ScorerConfig:
+    """Where a scorer's models come from and what runs them (everything but the per-video options)."""
+
+    models: Optional[Path] = None  # folder made by `dfserve export`
+    checkpoint: Optional[Path] = None  # seed checkpoint, exported on first use into the cache
+    server: Optional[str] = None  # HOST:PORT of a dfserve Triton server
+    device: str = "cpu"
+    runtime: str = "auto"  # auto | onnxruntime | torch
+    threads: int = 0  # CPU threads for the runtime (0: all cores)
+
+    @classmethod
+    def from_args(cls, args) -> "ScorerConfig":
+        return cls(models=getattr(args, "models", None), checkpoint=getattr(args, "checkpoint", None),
+                   server=getattr(args, "server", None), device=getattr(args, "device", "cpu") or "cpu",
+                   runtime=getattr(args, "runtime", "auto") or "auto", threads=getattr(args, "threads", 0) or 0)
+
+
+def make_scorer(opts: ScoreOptions, config: ScorerConfig):
+    """The embedded scorer (onnxruntime or torch), or the Triton-backed one with `config.server`.
+
+    Whatever it returns has `score(paths) -> Iterator[row dict]` and `model_id`.
+    """
+    if config.server:
+        if config.checkpoint or config.models:
+            raise UsageError("--server scores with the server's models: drop --checkpoint / --models")
+        from .client.remote import RemoteScorer
+
+        return RemoteScorer(config.server, opts)
+    from .models import resolve_models
+    from .pipeline.engine import Scorer
+    from .pipeline.runtime import OnnxRuntime
+
+    resolved = resolve_models(config.models, config.checkpoint)
+    if resolved.untrained:
+        log.warning("the models in %s have RANDOM, UNTRAINED weights: verdicts are meaningless", resolved.models_dir)
+    device, runtime = config.device, config.runtime
+    if runtime == "torch" or (runtime == "auto" and device.startswith("cuda")):
+        from .pipeline.gpu_scorer import TorchScorer
+        from .pipeline.torch_runtime import load_torch_runtime
+
+        rt = load_torch_runtime(resolved.models_dir, config.checkpoint, device, resolved.model_id)
+        return TorchScorer(rt, opts, model_id=resolved.model_id)
+    if device != "cpu":
+        raise UsageError(f"--device {device} needs --runtime torch (onnxruntime here is the CPU build)")
+    rt = OnnxRuntime(resolved.models_dir, threads=config.threads or None, classifier_batch=opts.batch)
+    return Scorer(rt, opts, model_id=resolved.model_id)
+
+
+@dataclass
+class ScoreRun:
+    """What `score_paths` did: the rows written (in order of completion) and totals."""
+
+    rows: List[dict] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    todo: int = 0
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def score_paths(paths: Sequence[str], opts: ScoreOptions, config: ScorerConfig, out: Optional[Path] = None,
+                resume: bool = False, progress: bool = True, summary: bool = True, scorer=None) -> ScoreRun:
+    """Find the videos in `paths`, score them, write one JSON row per video (to `out` or stdout).
+
+    Rows are flushed and fsynced as each video finishes; with `resume`, videos already in `out` are
+    skipped. Ctrl-C / SIGTERM stop cleanly (`interrupted` is set; rows written so far stay).
+    """
+    from tqdm import tqdm
+
+    from .pipeline.decode import find_videos
+    from .pipeline.results import RowWriter, path_key, read_done, summary_table
+
+    if resume and out is None:
+        raise UsageError("--resume needs --out FILE.jsonl")
+    videos = find_videos(list(paths))
+    if not videos:
+        raise UsageError(f"no video files found in {' '.join(map(str, paths))}")
+    done = read_done(out) if (resume and out) else set()
+    todo = [v for v in videos if path_key(v) not in done]
+    if done:
+        log.info("--resume: %d of %d videos already in %s", len(videos) - len(todo), len(videos), out)
+    scorer = scorer or make_scorer(opts, config)
+    run = ScoreRun(todo=len(todo))
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="video", disable=not progress or None, file=sys.stderr, dynamic_ncols=True)
+    in_main = _in_main_thread()
+    old = signal.getsignal(signal.SIGTERM) if in_main else None
+    if in_main:
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        with RowWriter(out, append=bool(resume)) as w:
+            for row in scorer.score(todo):
+                w.write(row)
+                run.rows.append(row)
+                run.frames += row["frames_scored"]
+                el = max(time.perf_counter() - t0, 1e-9)
+                bar.update(1)
+                bar.set_postfix_str(f"{len(run.rows) / el:.2f} videos/s, {run.frames / el:.1f} frames/s")
+                if row["error"]:
+                    log.info("%s: %s: %s", row["path"], row["error"]["type"], row["error"]["message"])
+    except KeyboardInterrupt:
+        run.interrupted = True
+        bar.close()
+        print(f"\ninterrupted: {len(run.rows)} of {len(todo)} videos written"
+              + (f" to {out}; rerun with --resume to finish" if out else ""), file=sys.stderr)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, old)
+        bar.close()
+    run.seconds = time.perf_counter() - t0
+    if summary and not run.interrupted:
+        print(summary_table(run.rows), file=sys.stderr)
+        print(f"{len(run.rows)} videos, {run.frames} frames scored in {run.seconds:.1f} s "
+              f"({run.frames / max(run.seconds, 1e-9):.1f} frames/s)", file=sys.stderr)
+    return run
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
