@@ -17,6 +17,7 @@ log = logging.getLogger("dfserve")
 # -------------------------------------------------------------------------------------------- score
 def add_score_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `score` (embedded or --server) and anything that scores videos."""
+    from .models import runtime_choices
     from .pipeline.sampling import DEFAULT_POLICY, HELP
 
     p.add_argument("paths", nargs="+", metavar="PATH",
@@ -28,7 +29,7 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", metavar="HOST:PORT", help="score through a Triton server (gRPC) instead of in-process")
     p.add_argument("--device", default="cpu", help="cpu (onnxruntime, default) or cuda[:N] (NVDEC decode + torch fp16 "
                                                    "on the GPU)")
-    p.add_argument("--runtime", choices=("auto", "onnxruntime", "torch"), default="auto",
+    p.add_argument("--runtime", choices=runtime_choices(), default="auto",
                    help="embedded runtime: auto = onnxruntime on cpu, torch on cuda")
     p.add_argument("--out", type=Path, help="JSON Lines output file (default: stdout)")
     p.add_argument("--resume", action="store_true", help="skip videos already in --out; append the rest")

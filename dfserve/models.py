@@ -13,6 +13,7 @@ from typing import Optional
 
 from . import spec
 from .errors import ModelFilesError, UsageError
+from .pipeline.model_files import model_id_from_metadata, read_metadata  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -37,28 +38,6 @@ class ResolvedModels:
     @property
     def untrained(self) -> bool:
         return bool(self.metadata.get("weights", {}).get("untrained"))
-
-
-def model_id_from_metadata(meta: dict) -> str:
-    """What result rows call the model: the checkpoint's sha256, or UNTRAINED-random-seed-N."""
-    w = meta.get("weights", {})
-    return w.get("sha256") or f"UNTRAINED-random-seed-{w.get('random_seed')}"
-
-
-def read_metadata(models_dir: Path) -> dict:
-    missing = [n for n in (spec.CLASSIFIER_ONNX, spec.DETECTOR_ONNX, spec.METADATA_JSON)
-               if not (models_dir / n).is_file()]
-    if missing:
-        raise ModelFilesError(f"{models_dir}: missing {', '.join(missing)}; create them with "
-                              f"`dfserve export --checkpoint CKPT --out {models_dir}`")
-    try:
-        meta = json.loads((models_dir / spec.METADATA_JSON).read_text())
-    except ValueError as exc:
-        raise ModelFilesError(f"{models_dir / spec.METADATA_JSON}: not valid JSON ({exc})") from exc
-    if str(meta.get("spec_version")) != spec.SPEC_VERSION:
-        raise ModelFilesError(f"{models_dir}: exported with spec version {meta.get('spec_version')!r}, this dfserve "
-                              f"uses {spec.SPEC_VERSION!r}; re-export with `dfserve export`")
-    return meta
 
 
 def resolve_models(models: Optional[Path] = None, checkpoint: Optional[Path] = None) -> ResolvedModels:
@@ -94,3 +73,59 @@ def resolve_models(models: Optional[Path] = None, checkpoint: Optional[Path] = N
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return ResolvedModels(target, read_metadata(target))
+
+
+def load_torch_runtime(models_dir: Path, checkpoint: Optional[Path], device: str, model_id: str) -> "TorchRuntime":
+    """The torch runtime needs the seed weights themselves (not the ONNX): from the checkpoint, or the
+    seeded random weights recorded in the export's metadata."""
+    from .export.checkpoint import load_seed_model, random_seed_model
+    from .pipeline.torch_runtime import TorchRuntime
+
+    meta = read_metadata(Path(models_dir))
+    w = meta.get("weights", {})
+    if checkpoint is not None:
+        model = load_seed_model(checkpoint)
+    elif w.get("checkpoint") and Path(w["checkpoint"]).is_file():
+        model = load_seed_model(w["checkpoint"])
+    elif w.get("untrained") and w.get("random_seed") is not None:
+        model = random_seed_model(int(w["random_seed"]))
+    else:
+        from .errors import ModelFilesError
+
+        raise ModelFilesError(f"{models_dir}: the torch runtime needs the checkpoint ({w.get('checkpoint')}); "
+                              "pass --checkpoint")
+    return TorchRuntime(model, device=device, model_id=model_id)
+
+
+# ------------------------------------------------------------------------------------ runtimes
+def _load_onnxruntime(resolved: ResolvedModels, device: str, threads: int, batch: int, checkpoint):
+    from .pipeline.runtime import OnnxRuntime
+
+    if device != "cpu":
+        raise UsageError(f"--device {device} needs --runtime torch (onnxruntime here is the CPU build)")
+    return OnnxRuntime(resolved.models_dir, threads=threads or None, classifier_batch=batch)
+
+
+def _load_torch(resolved: ResolvedModels, device: str, threads: int, batch: int, checkpoint):
+    return load_torch_runtime(resolved.models_dir, checkpoint, device, resolved.model_id)
+
+
+# name -> loader(resolved, device, threads, classifier batch, checkpoint). Adding a runtime: its module
+# in dfserve/pipeline/ (see runtime.py for the interface) and one entry here.
+RUNTIMES = {"onnxruntime": _load_onnxruntime, "torch": _load_torch}
+
+
+def runtime_choices() -> tuple:
+    return ("auto", *RUNTIMES)
+
+
+def load_runtime(name: str, resolved: ResolvedModels, device: str = "cpu", threads: int = 0,
+                 batch: int = spec.DEFAULT_CLASSIFIER_BATCH, checkpoint: Optional[Path] = None):
+    """Build runtime `name` ("auto": torch on CUDA, else onnxruntime) for the exported models."""
+    device = device or "cpu"
+    if name in (None, "", "auto"):
+        name = "torch" if device.startswith("cuda") else "onnxruntime"
+    if name not in RUNTIMES:
+        raise UsageError(f"--runtime must be one of {', '.join(runtime_choices())}, got {name!r}")
+    return RUNTIMES[name](resolved, device, threads, batch, checkpoint)
+

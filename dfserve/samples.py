@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import spec
+from .contract import normalize_faces, resize_bgr  # noqa: F401 (re-exported for tests and tools)
 
 # The astronaut's face in skimage.data.astronaut() (512x512), x1, y1, x2, y2, from the shipped
 # RetinaFace ONNX; used to cut real face crops.
@@ -32,21 +33,6 @@ def coffee_bgr() -> np.ndarray:
     from skimage import data
 
     return np.ascontiguousarray(data.coffee()[..., ::-1])
-
-
-def normalize_faces(crops_bgr_uint8: np.ndarray) -> np.ndarray:
-    """uint8 [N,112,112,3] BGR -> float32 [N,3,112,112], normalised with ImageNet mean/std."""
-    x = crops_bgr_uint8.astype(np.float32) * (1.0 / 255.0)
-    x -= np.asarray(spec.NORM_MEAN, np.float32)
-    x /= np.asarray(spec.NORM_STD, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
-def resize_bgr(img: np.ndarray, size: int = spec.FACE_SIZE) -> np.ndarray:
-    """PIL bilinear (antialiased) resize to size x size, as the seed's transforms.Resize did."""
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((size, size), Image.BILINEAR))
 
 
 def astronaut_face_crops(n: int, seed: int = 0) -> np.ndarray:

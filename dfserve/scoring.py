@@ -48,24 +48,24 @@ def make_scorer(opts: ScoreOptions, config: ScorerConfig):
         from .client.remote import RemoteScorer
 
         return RemoteScorer(config.server, opts)
-    from .models import resolve_models
-    from .pipeline.engine import Scorer
-    from .pipeline.runtime import OnnxRuntime
+    from .models import load_runtime, resolve_models
 
     resolved = resolve_models(config.models, config.checkpoint)
     if resolved.untrained:
         log.warning("the models in %s have RANDOM, UNTRAINED weights: verdicts are meaningless", resolved.models_dir)
-    device, runtime = config.device, config.runtime
-    if runtime == "torch" or (runtime == "auto" and device.startswith("cuda")):
-        from .pipeline.gpu_scorer import TorchScorer
-        from .pipeline.torch_runtime import load_torch_runtime
+    rt = load_runtime(config.runtime, resolved, config.device, config.threads, opts.batch, config.checkpoint)
+    return scorer_for(rt, opts, resolved.model_id)
 
-        rt = load_torch_runtime(resolved.models_dir, config.checkpoint, device, resolved.model_id)
-        return TorchScorer(rt, opts, model_id=resolved.model_id)
-    if device != "cpu":
-        raise UsageError(f"--device {device} needs --runtime torch (onnxruntime here is the CPU build)")
-    rt = OnnxRuntime(resolved.models_dir, threads=config.threads or None, classifier_batch=opts.batch)
-    return Scorer(rt, opts, model_id=resolved.model_id)
+
+def scorer_for(runtime, opts: ScoreOptions, model_id: Optional[str] = None):
+    """The engine for a runtime: frames stay on the runtime's device when it works on tensors."""
+    if getattr(runtime, "tensors", False):
+        from .pipeline.gpu_scorer import TorchScorer
+
+        return TorchScorer(runtime, opts, model_id=model_id)
+    from .pipeline.engine import Scorer
+
+    return Scorer(runtime, opts, model_id=model_id)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import torch
 
 from dfserve.errors import CheckpointError
 from dfserve.export.checkpoint import load_seed_model, read_state_dict, save_seed_checkpoint
-from dfserve.export.seed_model import FrameClassifier, SeedModel
+from dfserve.nets.seed_model import FrameClassifier, SeedModel
 
 
 def _small_input():

@@ -10,7 +10,7 @@ import torch
 from dfserve import spec
 from dfserve.errors import UsageError
 from dfserve.export.reference import SeedReference
-from dfserve.export.retinaface import FaceDetector, load_from_onnx, shipped_onnx_bytes
+from dfserve.nets.retinaface import FaceDetector, load_from_onnx, shipped_onnx_bytes
 from dfserve.pipeline.aggregate import verdict_from_logits
 from dfserve.pipeline.detection import choose_face, detections
 from dfserve.samples import ASTRONAUT_FACE_BOX, astronaut_bgr, astronaut_face_crops, normalize_faces

@@ -85,7 +85,7 @@ def run_dfserve(cfg) -> list:
         resolved = resolve_models(models=cfg["models"])
         if cfg["kind"] == "gpu":
             from ..pipeline.gpu_scorer import TorchScorer
-            from ..pipeline.torch_runtime import load_torch_runtime
+            from ..models import load_torch_runtime
 
             rt = load_torch_runtime(resolved.models_dir, cfg.get("checkpoint"), cfg.get("device", "cuda"),
                                     resolved.model_id)

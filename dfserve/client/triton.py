@@ -251,24 +251,29 @@ class DeepfakeClient:
                 "verdict_logits": r["verdict_logits"].reshape(-1)}
 
     def score_frames(self, chunks: Iterable[Tuple[Sequence[int], np.ndarray]], head: str = spec.DEFAULT_HEAD,
-                     no_face: str = "skip", sequence_id: Optional[int] = None) -> dict:
-        """Stream chunks (frame indices, uint8 frames [B,H,W,3]) of ONE video under one sequence id.
+                     no_face: str = "skip", sequence_id: Optional[int] = None, timeline: bool = False) -> dict:
+        """Stream chunks (frame indices, uint8 frames [B,H,W,3] or a list of [H,W,3]) of ONE video under one
+        sequence id; a chunk may change frame size mid-stream (it is split by size).
 
-        Returns {"p_fake", "label", "confidence", "frames_scored", "frames_with_face", "frames"}.
+        Returns {"p_fake", "label", "confidence", "frames_scored", "frames_with_face", "frames"} (+ "timeline").
         """
-        stream = RemoteAggregate(self, head, sequence_id)
-        with_face = total = 0
+        from ..pipeline.chunk import VideoTally, records_from_outputs, score_chunk
+
+        tally = VideoTally(head, no_face, timeline, sink=RemoteAggregate(self, head, sequence_id))
+
+        def stage(indices, frames):
+            r = self.infer_frames(np.stack(frames) if isinstance(frames, (list, tuple)) else frames)
+            return records_from_outputs(indices, r.boxes, r.has_face, r.logits)
+
         for idx, frames in chunks:
-            r = self.infer_frames(frames)
-            use = r.has_face if no_face == "skip" else np.ones_like(r.has_face)
-            with_face += int(r.has_face.sum())
-            total += len(idx)
-            if use.any():
-                stream.add(r.logits[use], np.asarray(idx)[use])
-        verdict, n = stream.finish()
-        return {"p_fake": verdict.p_fake if verdict else None, "label": verdict.label if verdict else None,
-                "confidence": verdict.confidence if verdict else None, "frames_scored": n,
-                "frames_with_face": with_face, "frames": total}
+            score_chunk(idx, frames, stage, tally)
+        verdict, n = tally.finish()
+        out = {"p_fake": verdict.p_fake if verdict else None, "label": verdict.label if verdict else None,
+               "confidence": verdict.confidence if verdict else None, "frames_scored": n,
+               "frames_with_face": tally.frames_with_face, "frames": tally.frames_sampled}
+        if timeline:
+            out["timeline"] = tally.sorted_timeline()
+        return out
 
     def score_video(self, video: Union[str, Path, bytes], sample: str = "all", head: str = spec.DEFAULT_HEAD,
                     faces: str = "detect", no_face: str = "skip", timeline: bool = False,
@@ -279,8 +284,10 @@ class DeepfakeClient:
             data = Path(video).read_bytes()
         else:
             data = bytes(video)
-        opts = {"sample": sample, "head": head, "faces": faces, "no_face": no_face, "timeline": timeline,
-                "name": name or "video"}
+        from ..pipeline.options import REQUEST_FIELDS, ScoreOptions
+
+        o = ScoreOptions(sample=sample, head=head, faces=faces, no_face=no_face, timeline=timeline).validate()
+        opts = {**{k: v for k, v in o.to_dict().items() if k in REQUEST_FIELDS}, "name": name or "video"}
         r = self._infer(spec.DEEPFAKE_VIDEO, {"video": np.array([data], dtype=np.object_),
                                               "options": np.array([json.dumps(opts).encode()], dtype=np.object_)})
         return json.loads(r["result"].reshape(-1)[0])

@@ -15,7 +15,7 @@ import torch
 
 from .. import spec
 from ..errors import CheckpointError
-from .seed_model import SeedModel
+from ..nets.seed_model import SeedModel
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def random_seed_model(seed: int, lstm_bias: bool = False, logit_std: float = 1.5
         model.eval()
         model.linear1.weight.normal_(0.0, 1.0, generator=g)
         model.linear1.bias.normal_(0.0, 0.1, generator=g)
-        from .seed_model import FrameClassifier
+        from ..nets.seed_model import FrameClassifier
 
         logits = FrameClassifier(model)(faces)
         diff = logits[:, 0] - logits[:, 1]

@@ -23,8 +23,8 @@ from ..errors import ExportValidationError, UsageError
 from ..pipeline.aggregate import verdict_from_logits
 from .checkpoint import load_seed_model, random_seed_model, sha256_file
 from .reference import SeedReference
-from .retinaface import FaceDetector, load_from_onnx, shipped_onnx_bytes
-from .seed_model import FrameClassifier, SeedModel
+from ..nets.retinaface import FaceDetector, load_from_onnx, shipped_onnx_bytes
+from ..nets.seed_model import FrameClassifier, SeedModel
 
 log = logging.getLogger(__name__)
 OPSET = 17

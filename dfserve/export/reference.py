@@ -14,8 +14,8 @@ import torch
 
 from .. import spec
 from ..pipeline.aggregate import Verdict, verdict_from_logits
-from ..samples import normalize_faces, resize_bgr
-from .seed_model import SeedModel
+from ..contract import normalize_faces, resize_bgr
+from ..nets.seed_model import SeedModel
 
 
 def seed_transform(frames_bgr: Sequence[np.ndarray]) -> torch.Tensor:

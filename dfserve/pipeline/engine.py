@@ -1,8 +1,10 @@
 """The whole-video scorer: decode threads feed detect -> crop -> classify -> aggregate.
 
-Decoding runs in worker threads (PyAV releases the GIL) and overlaps classification, which runs
-in the calling thread. Frames of several videos share classifier batches. Memory is bounded by
-the queue depth x chunk size and the classifier batch, whatever the videos' lengths.
+Decode threads (PyAV releases the GIL) decode, split each chunk where the frame size changes and
+make the detector's downscaled input, so no full-frame work is left to the main thread; it runs
+detection, cropping and classification. Faces of several videos share classifier batches. Memory is
+bounded by the queue depth x chunk size and the classifier batch, whatever the videos' lengths.
+The per-frame bookkeeping is the shared chunk core (`chunk.py`).
 """
 from __future__ import annotations
 
@@ -15,14 +17,17 @@ from typing import Callable, Iterable, Iterator, List, Optional
 
 import numpy as np
 
-from .. import spec
-from ..errors import DfserveError, NoFaceError, UsageError, VideoError
-from .aggregate import VideoAggregate, p_fake_per_frame
+from ..errors import DfserveError, NoFaceError, VideoError
+from .chunk import FrameRecord, VideoTally, same_size_runs
 from .decode import DecodeStats, VideoInfo, iter_frames, probe
-from .faces import classifier_input, crop_faces, locate_faces
+from .faces import choose_faces, classifier_input, crop_faces, detector_input
 from .options import FACES_MODES, NO_FACE_MODES, ScoreOptions  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
+
+# (path, frames sampled so far, frames expected or None): called from the scoring thread
+ProgressFn = Callable[[str, int, Optional[int]], None]
+
 
 @dataclass
 class VideoJob:
@@ -30,17 +35,29 @@ class VideoJob:
     order: int
     info: Optional[VideoInfo] = None
     stats: DecodeStats = field(default_factory=DecodeStats)
-    agg: Optional[VideoAggregate] = None
-    frames_sampled: int = 0
-    frames_with_face: int = 0
-    timeline: list = field(default_factory=list)
+    tally: Optional[VideoTally] = None
+    expected: Optional[int] = None
     error: Optional[dict] = None
     t0: float = field(default_factory=time.perf_counter)
     failed: bool = False
 
+    def fail(self, exc: BaseException) -> None:
+        self.failed, self.error = True, error_dict(exc)
+
 
 def error_dict(exc: BaseException) -> dict:
     return {"type": type(exc).__name__, "message": str(exc)}
+
+
+def new_tally(opts: ScoreOptions, sink=None) -> VideoTally:
+    return VideoTally(opts.head, opts.no_face, opts.timeline, sink)
+
+
+def expected_frames(opts: ScoreOptions, info: Optional[VideoInfo]) -> Optional[int]:
+    if info is None or info.n_frames is None:
+        return None
+    exp = opts.sample.sampler(info.fps, info.n_frames).expected()
+    return None if exp is None else len(exp)
 
 
 class _Stop(Exception):
@@ -48,14 +65,37 @@ class _Stop(Exception):
 
 
 class Scorer:
-    """Scores videos with a runtime (`classify`, `detect`); yields one row dict per video."""
+    """Scores videos with a runtime (see runtime.py); yields one row dict per video."""
 
-    def __init__(self, runtime, options: ScoreOptions, model_id: str | None = None):
+    def __init__(self, runtime, options: ScoreOptions, model_id: str | None = None,
+                 on_progress: Optional[ProgressFn] = None):
         self.rt = runtime
         self.opt = options.validate()
         self.model_id = model_id or getattr(runtime, "model_id", "unknown")
+        self.on_progress = on_progress
         self.frames_scored_total = 0
         self.frames_decoded_total = 0
+
+    # ---------------------------------------------------------------- hooks a device scorer overrides
+    iter_frames = staticmethod(iter_frames)  # where frames come from
+
+    def detector_prep(self, frames):
+        """Runs in the decode thread: the detector's input for one same-size run (None: done in locate)."""
+        if self.opt.faces == "precropped":
+            return None
+        return detector_input(frames, self.opt.detect_max_side)
+
+    def locate(self, frames, prep=None) -> list:
+        """The chosen face (Detection or None) of each frame of one same-size run."""
+        x, scale = prep if prep is not None else detector_input(frames, self.opt.detect_max_side)
+        loc, scores = self.rt.detect(x)
+        return choose_faces(loc, scores, x.shape[2], x.shape[3], scale, self.opt.detect_threshold)
+
+    def crop(self, frames, boxes) -> list:
+        return list(crop_faces(frames, boxes, self.opt.margin))
+
+    def faces_to_logits(self, faces: list) -> np.ndarray:
+        return self.rt.classify(classifier_input(np.stack(faces)))
 
     # ----------------------------------------------------------------------------- decode side
     def _produce(self, paths: "queue.Queue", out: "queue.Queue", stop: threading.Event) -> None:
@@ -68,27 +108,34 @@ class Scorer:
                     continue
             raise _Stop()
 
-        try:
-            while not stop.is_set():
-                try:
-                    job = paths.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    job.info = probe(job.path, count_if_unknown=self.opt.sample.needs_frame_count)
-                    put(("start", job))
-                    for idx, frames in self.iter_frames(job.path, self.opt.sample, job.info, job.stats, self.opt.chunk):
-                        put(("chunk", job, idx, frames))
-                    put(("end", job))
-                except _Stop:
-                    return
-                except DfserveError as exc:
-                    put(("error", job, exc))
-                except Exception as exc:  # noqa: BLE001 - one bad file never stops a batch
-                    log.exception("%s: unexpected decode failure", job.path)
-                    put(("error", job, VideoError(f"{job.path}: {type(exc).__name__}: {exc}")))
-        except _Stop:
-            return
+        while not stop.is_set():
+            try:
+                job = paths.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                job.info = probe(job.path, count_if_unknown=self.opt.sample.needs_frame_count)
+                put(("start", job))
+                for idx, frames in self.iter_frames(job.path, self.opt.sample, job.info, job.stats, self.opt.chunk):
+                    for run_idx, run in same_size_runs(idx, frames):
+                        put(("chunk", job, run_idx, run, self.detector_prep(run)))
+                put(("end", job))
+            except _Stop:
+                return
+            except DfserveError as exc:
+                self._put_quiet(out, ("error", job, exc), stop)
+            except Exception as exc:  # noqa: BLE001 - one bad file never stops a batch
+                log.exception("%s: unexpected decode failure", job.path)
+                self._put_quiet(out, ("error", job, VideoError(f"{job.path}: {type(exc).__name__}: {exc}")), stop)
+
+    @staticmethod
+    def _put_quiet(out, item, stop) -> None:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
 
     # ---------------------------------------------------------------------------- score side
     def score(self, paths: Iterable[str]) -> Iterator[dict]:
@@ -105,7 +152,7 @@ class Scorer:
                    for i in range(min(self.opt.decode_workers, len(jobs)))]
         for w in workers:
             w.start()
-        pending: List[tuple] = []  # (job, index, box, crop uint8)
+        pending: List[tuple] = []  # (job, FrameRecord) waiting for a classifier batch
         remaining = len(jobs)
         try:
             while remaining:
@@ -117,22 +164,26 @@ class Scorer:
                     continue
                 kind, job = msg[0], msg[1]
                 if kind == "start":
-                    job.agg = VideoAggregate(self.opt.head)
+                    job.tally = new_tally(self.opt)
+                    job.expected = expected_frames(self.opt, job.info)
                     job.t0 = time.perf_counter()
                 elif kind == "chunk":
                     if job.failed:
                         continue
                     try:
-                        pending.extend(self._prepare(job, msg[2], msg[3]))
+                        recs = self._stage(msg[2], msg[3], msg[4])
+                        job.tally.add(recs)
+                        pending.extend((job, r) for r in recs if r.pending)
                     except Exception as exc:  # noqa: BLE001
                         log.exception("%s: failed while locating faces", job.path)
-                        job.failed, job.error = True, error_dict(exc)
+                        job.fail(exc)
                     while len(pending) >= self.opt.batch:
                         pending = self._classify(pending, self.opt.batch)
+                    if self.on_progress is not None:
+                        self.on_progress(job.path, job.tally.frames_sampled, job.expected)
                 elif kind in ("end", "error"):
                     if kind == "error":
-                        job.error = error_dict(msg[2])
-                        job.failed = True
+                        job.fail(msg[2])
                     if any(p[0] is job for p in pending):
                         pending = self._classify(pending, len(pending))
                     remaining -= 1
@@ -142,56 +193,32 @@ class Scorer:
             for w in workers:
                 w.join(timeout=5)
 
-    # Hooks a device runtime overrides (see gpu_scorer.py): where frames come from, how faces are cut
-    # out and how a batch of them becomes logits.
-    iter_frames = staticmethod(iter_frames)
-
-    def locate(self, frames) -> list:
-        return locate_faces(self.rt.detect, frames, self.opt.detect_max_side, self.opt.detect_threshold)
-
-    def crop(self, frames, boxes) -> list:
-        return list(crop_faces(frames, boxes, self.opt.margin))
-
-    def faces_to_logits(self, faces: list) -> np.ndarray:
-        return self.rt.classify(classifier_input(np.stack(faces)))
-
-    def _prepare(self, job: VideoJob, indices: List[int], frames: List[np.ndarray]) -> List[tuple]:
-        job.frames_sampled += len(indices)
+    def _stage(self, indices: List[int], frames, prep) -> List[FrameRecord]:
+        """One same-size run -> records with face boxes and crops for the classifier."""
         if self.opt.faces == "precropped":
-            faces = [None] * len(frames)
-            job.frames_with_face += len(frames)
+            recs = [FrameRecord(i, True) for i in indices]
+            faces = [None] * len(indices)
         else:
-            faces = self.locate(frames)
-            job.frames_with_face += sum(f is not None for f in faces)
-        keep = [k for k, f in enumerate(faces) if f is not None or self.opt.faces == "precropped"
-                or self.opt.no_face == "frame"]
-        if not keep:
-            if self.opt.timeline:
-                job.timeline.extend([i, None, None] for i in indices)
-            return []
-        boxes = [faces[k].box if faces[k] is not None else None for k in keep]
-        crops = self.crop([frames[k] for k in keep], boxes)
-        if self.opt.timeline:
-            kept = set(keep)
-            job.timeline.extend([indices[k], None, None] for k in range(len(indices)) if k not in kept)
-        return [(job, indices[k], boxes[n], crops[n]) for n, k in enumerate(keep)]
+            faces = self.locate(frames, prep)
+            recs = [FrameRecord(i, f is not None, None if f is None else f.box) for i, f in zip(indices, faces)]
+        keep = [k for k, r in enumerate(recs) if r.has_face or self.opt.no_face == "frame"]
+        if keep:
+            sel = frames[keep] if not isinstance(frames, (list, tuple)) else [frames[k] for k in keep]
+            crops = self.crop(sel, [recs[k].box for k in keep])
+            for k, c in zip(keep, crops):
+                recs[k].crop = c
+        return recs
 
     def _classify(self, pending: List[tuple], n: int) -> List[tuple]:
         head, rest = pending[:n], pending[n:]
-        logits = self.faces_to_logits([p[3] for p in head])
-        by_job = {}
-        for k, p in enumerate(head):
-            by_job.setdefault(id(p[0]), (p[0], []))[1].append(k)
-        pf = p_fake_per_frame(logits) if self.opt.timeline else None
-        for job, ks in by_job.values():
-            if job.failed or job.agg is None:
-                continue
-            job.agg.add(logits[ks], [head[k][1] for k in ks])
-            if self.opt.timeline:
-                for k in ks:
-                    box = head[k][2]
-                    job.timeline.append([head[k][1], round(float(pf[k]), 6),
-                                         None if box is None else [round(float(v), 1) for v in box]])
+        logits = np.asarray(self.faces_to_logits([r.crop for _, r in head]))
+        by_job: dict = {}
+        for (job, rec), z in zip(head, logits):
+            rec.logits, rec.crop = z, None
+            by_job.setdefault(id(job), (job, []))[1].append(rec)
+        for job, recs in by_job.values():
+            if not job.failed:
+                job.tally.scored(recs)
         self.frames_scored_total += len(head)
         return rest
 
@@ -200,23 +227,21 @@ class Scorer:
         return make_row(job, self.opt, self.model_id)
 
 
-def make_row(job: VideoJob, opts: ScoreOptions, model_id: str, verdict=None, scored: int | None = None) -> dict:
-    """The result row of a finished job. The verdict comes from the job's running aggregate unless given
-    (the Triton path gets it from the server's video_aggregator)."""
+def make_row(job: VideoJob, opts: ScoreOptions, model_id: str) -> dict:
+    """The result row of a finished job; the verdict comes from the job's tally (local or server-side)."""
     info = job.info
-    if verdict is None and job.agg is not None and not job.failed:
-        verdict = job.agg.verdict()
-    if scored is None:
-        scored = job.agg.count if job.agg is not None else 0
-    if job.failed:
-        verdict = None
+    verdict, scored = (None, 0)
+    tally = job.tally
+    if tally is not None and not job.failed:
+        verdict, scored = tally.finish()
+    sampled = tally.frames_sampled if tally else 0
     if not job.failed and verdict is None and job.error is None:
-        if job.frames_sampled == 0:
+        if sampled == 0:
             job.error = error_dict(VideoError(f"{job.path}: the sampling policy {opts.sample} selected "
                                               f"no frame of {job.stats.frames_decoded} decoded"))
         else:
             job.error = error_dict(NoFaceError(
-                f"{job.path}: no face found in any of the {job.frames_sampled} sampled frames; "
+                f"{job.path}: no face found in any of the {sampled} sampled frames; "
                 "no verdict (use --no-face frame to classify whole frames as the seed app did)"))
     row = {
         "path": job.path,
@@ -225,7 +250,7 @@ def make_row(job: VideoJob, opts: ScoreOptions, model_id: str, verdict=None, sco
         "confidence": round(verdict.confidence, 2) if verdict else None,
         "frames_decoded": job.stats.frames_decoded,
         "frames_scored": scored if verdict else 0,
-        "frames_with_face": job.frames_with_face,
+        "frames_with_face": tally.frames_with_face if tally else 0,
         "duration_s": round(info.duration_s, 3) if info and info.duration_s else None,
         "fps": round(info.fps, 3) if info and info.fps else None,
         "model": model_id,
@@ -236,5 +261,5 @@ def make_row(job: VideoJob, opts: ScoreOptions, model_id: str, verdict=None, sco
         "error": job.error,
     }
     if opts.timeline:
-        row["timeline"] = sorted(job.timeline, key=lambda t: t[0])
+        row["timeline"] = tally.sorted_timeline() if tally else []
     return row

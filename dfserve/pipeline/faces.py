@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import spec
-from ..samples import normalize_faces, resize_bgr
+from ..contract import normalize_faces, resize_bgr
 from .detection import Detection, choose_face, detections
 
 

@@ -110,7 +110,10 @@ class TorchScorer(Scorer):
             self.decoder = "pyav"
         log.info("torch runtime on %s (%s), decoder %s", dev, "fp16" if runtime.fp16 else "fp32", self.decoder)
 
-    def locate(self, frames) -> list:
+    def detector_prep(self, frames):
+        return None  # the detector input is made on the device, in locate()
+
+    def locate(self, frames, prep=None) -> list:
         import torch
 
         batch = torch.stack(list(frames)) if isinstance(frames, (list, tuple)) else frames

@@ -1,42 +1,77 @@
-"""Pluggable runtimes for the two networks. `OnnxRuntime` is the embedded CPU one.
+"""The runtime seam: what every inference backend provides, and the onnxruntime one.
 
-A runtime has `classify(faces float32 [B,3,112,112]) -> logits [B,2]` and
-`detect(images float32 [B,3,H,W] BGR 0..255) -> (loc [B,A,4], scores [B,A])`.
+A runtime is any object with
+
+    name: str                      e.g. "onnxruntime", "openvino", "torch"
+    model_id: str                  what result rows call the model (checkpoint sha256)
+    tensors: bool                  True if it works on torch tensors on its `device` (the torch runtime);
+                                   the engine then keeps frames on that device (TorchScorer)
+    classify(faces)  -> logits     faces float32 [B,3,112,112] (BGR, ImageNet-normalised) -> [B,2]
+    detect(images)   -> (loc, scores)   images float32 [B,3,h,w] BGR 0..255 -> [B,A,4], [B,A]
+
+The engine (`Scorer`), the Triton python models and the bench only call these. Runtimes are built
+by name through `dfserve.models.load_runtime`; adding one is a module here plus one entry there.
 """
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
+from typing import Protocol, Tuple, Union, runtime_checkable
 
 import numpy as np
 
 from .. import spec
+from .model_files import model_id_from_metadata, read_metadata
 
 log = logging.getLogger(__name__)
 
 
+@runtime_checkable
+class Runtime(Protocol):
+    name: str
+    model_id: str
+    tensors: bool
+
+    def classify(self, faces) -> np.ndarray: ...
+
+    def detect(self, images) -> Tuple[np.ndarray, np.ndarray]: ...
+
+
+def default_threads() -> int:
+    """CPU threads a runtime uses by default: the cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def ort_session(model: Union[str, Path, bytes], threads: int | None = None):
+    """The one place an onnxruntime CPU session is built (the engine, Triton models, export checks, bench)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or default_threads()
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    src = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
 class OnnxRuntime:
-    name = "onnxruntime-cpu"
+    """onnxruntime on the CPU: the exported ONNX files of a `dfserve export` folder."""
+
+    name = "onnxruntime"
+    tensors = False
 
     def __init__(self, models_dir: str | Path, threads: int | None = None,
                  classifier_batch: int = spec.DEFAULT_CLASSIFIER_BATCH):
-        import onnxruntime as ort
-
         models_dir = Path(models_dir)
-        threads = threads or os.cpu_count() or 1
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = ["CPUExecutionProvider"]
-        self._cls = ort.InferenceSession(str(models_dir / spec.CLASSIFIER_ONNX), so, providers=providers)
-        self._det = ort.InferenceSession(str(models_dir / spec.DETECTOR_ONNX), so, providers=providers)
-        self.classifier_batch = classifier_batch
-        from ..models import model_id_from_metadata, read_metadata
-
         self.model_id = model_id_from_metadata(read_metadata(models_dir))
+        self._cls = ort_session(models_dir / spec.CLASSIFIER_ONNX, threads)
+        self._det = ort_session(models_dir / spec.DETECTOR_ONNX, threads)
+        self.classifier_batch = classifier_batch
         self._cin = spec.FRAME_CLASSIFIER.inputs[0].name
         self._din = spec.FACE_DETECTOR.inputs[0].name
         self._dout = [spec.FACE_DETECTOR.outputs[0].name, spec.FACE_DETECTOR.outputs[1].name]

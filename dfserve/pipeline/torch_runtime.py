@@ -23,12 +23,13 @@ log = logging.getLogger(__name__)
 
 class TorchRuntime:
     name = "torch"
+    tensors = True  # works on torch tensors on self.device: the engine keeps frames there
 
     def __init__(self, seed_model, device: str = "cuda", fp16: Optional[bool] = None,
                  cuda_graph_batches: Sequence[int] = (8, 16, 32), model_id: str = "unknown"):
         torch = require("torch", extra="export")
-        from ..export.retinaface import FaceDetector, load_from_onnx
-        from ..export.seed_model import FrameClassifier
+        from ..nets.retinaface import FaceDetector, load_from_onnx
+        from ..nets.seed_model import FrameClassifier
 
         self.torch = torch
         self.device = torch.device(device)
@@ -157,28 +158,6 @@ def require_cuda_error():
 
     return MissingDependencyError("--device cuda needs an NVIDIA GPU and a CUDA build of torch; "
                                   "torch.cuda.is_available() is False on this machine")
-
-
-def load_torch_runtime(models_dir: Path, checkpoint: Optional[Path], device: str, model_id: str) -> TorchRuntime:
-    """The torch runtime needs the seed weights themselves (not the ONNX): from the checkpoint, or the
-    seeded random weights recorded in the export's metadata."""
-    from ..export.checkpoint import load_seed_model, random_seed_model
-    from ..models import read_metadata
-
-    meta = read_metadata(Path(models_dir))
-    w = meta.get("weights", {})
-    if checkpoint is not None:
-        model = load_seed_model(checkpoint)
-    elif w.get("checkpoint") and Path(w["checkpoint"]).is_file():
-        model = load_seed_model(w["checkpoint"])
-    elif w.get("untrained") and w.get("random_seed") is not None:
-        model = random_seed_model(int(w["random_seed"]))
-    else:
-        from ..errors import ModelFilesError
-
-        raise ModelFilesError(f"{models_dir}: the torch runtime needs the checkpoint ({w.get('checkpoint')}); "
-                              "pass --checkpoint")
-    return TorchRuntime(model, device=device, model_id=model_id)
 
 
 def _pil_like_resize(F, x, size: int):

@@ -278,19 +278,18 @@ class DeepfakeVideo(_Model):
         self.model_id = json.loads(info.read_text())["model_id"] if info.is_file() else "unknown"
 
     def run(self, x):
-        from ..pipeline.engine import ScoreOptions
         from ..pipeline.frames_scoring import precropped_frames_fn, score_video_frames
-        from ..pipeline.sampling import parse_policy
+        from ..pipeline.options import REQUEST_FIELDS, ScoreOptions
 
         data = x["video"].reshape(-1)[0]
         raw = x["options"].reshape(-1)[0]
         o = json.loads(raw.decode() if isinstance(raw, bytes) else raw or "{}") if raw else {}
-        if o.get("info"):
+        if not isinstance(o, dict):
+            raise ValueError("options must be a JSON object")
+        if o.pop("info", False):
             return {"result": np.array([json.dumps({"model_id": self.model_id}).encode()], dtype=np.object_)}
-        name = str(o.get("name") or "video")
-        opts = ScoreOptions(sample=parse_policy(o.get("sample", "all")), head=o.get("head", spec.DEFAULT_HEAD),
-                            faces=o.get("faces", "detect"), no_face=o.get("no_face", "skip"),
-                            timeline=bool(o.get("timeline", False)), chunk=int(o.get("chunk", 16))).validate()
+        name = str(o.pop("name", None) or "video")
+        opts = ScoreOptions.from_json(o, allowed=REQUEST_FIELDS)
         pb = self.pb
 
         def frames_fn(frames):

@@ -1,0 +1,26 @@
+"""The seed's preprocessing contract, exactly as its apps and training did it (see DESIGN.md).
+
+Frames are BGR (OpenCV decode); a face crop is resized to 112x112 with PIL's antialiased bilinear
+filter, scaled to 0..1 and normalised with the ImageNet RGB statistics applied to the BGR channels.
+Every runtime's preprocessing is tested against these functions.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import spec
+
+
+def normalize_faces(crops_bgr_uint8: np.ndarray) -> np.ndarray:
+    """uint8 [N,112,112,3] BGR -> float32 [N,3,112,112], normalised with ImageNet mean/std."""
+    x = crops_bgr_uint8.astype(np.float32) * (1.0 / 255.0)
+    x -= np.asarray(spec.NORM_MEAN, np.float32)
+    x /= np.asarray(spec.NORM_STD, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def resize_bgr(img: np.ndarray, size: int = spec.FACE_SIZE) -> np.ndarray:
+    """PIL bilinear (antialiased) resize to size x size, as the seed's transforms.Resize did."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((size, size), Image.BILINEAR))

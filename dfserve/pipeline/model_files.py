@@ -1,0 +1,30 @@
+"""The folder `dfserve export` writes: its metadata and what result rows call the model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import spec
+from ..errors import ModelFilesError
+
+
+def model_id_from_metadata(meta: dict) -> str:
+    """What result rows call the model: the checkpoint's sha256, or UNTRAINED-random-seed-N."""
+    w = meta.get("weights", {})
+    return w.get("sha256") or f"UNTRAINED-random-seed-{w.get('random_seed')}"
+
+
+def read_metadata(models_dir: Path) -> dict:
+    missing = [n for n in (spec.CLASSIFIER_ONNX, spec.DETECTOR_ONNX, spec.METADATA_JSON)
+               if not (models_dir / n).is_file()]
+    if missing:
+        raise ModelFilesError(f"{models_dir}: missing {', '.join(missing)}; create them with "
+                              f"`dfserve export --checkpoint CKPT --out {models_dir}`")
+    try:
+        meta = json.loads((models_dir / spec.METADATA_JSON).read_text())
+    except ValueError as exc:
+        raise ModelFilesError(f"{models_dir / spec.METADATA_JSON}: not valid JSON ({exc})") from exc
+    if str(meta.get("spec_version")) != spec.SPEC_VERSION:
+        raise ModelFilesError(f"{models_dir}: exported with spec version {meta.get('spec_version')!r}, this dfserve "
+                              f"uses {spec.SPEC_VERSION!r}; re-export with `dfserve export`")
+    return meta
