@@ -173,3 +173,23 @@ def make_corrupt_file(path, seed: int = 0, size: int = 20000) -> dict:
 
     Path(path).write_bytes(np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes())
     return {"path": str(path), "corrupt": True}
+
+
+def make_resolution_switch_video(path, sizes=((640, 360), (1280, 720)), n_each: int = 12, fps: int = 30,
+                                 segments_dir=None) -> dict:
+    """An MPEG-TS recording whose frame size changes mid-stream (as broadcast captures do): one H.264
+    segment per size, concatenated (TS is concatenable; the decoder picks up the new SPS). With
+    `segments_dir`, each segment is also kept there as its own file (`seg<k>.ts`)."""
+    import tempfile
+    from pathlib import Path
+
+    parts, truth = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (w, h) in enumerate(sizes):
+            seg = Path(segments_dir or tmp) / f"seg{k}.ts"
+            t = make_face_video(seg, n_frames=n_each, width=w, height=h, fps=fps, codec="h264", seed=k)
+            parts.append(seg.read_bytes())
+            truth.append({"path": str(seg) if segments_dir else None, "width": w, "height": h, "frames": n_each,
+                          "boxes": t["boxes"]})
+        Path(path).write_bytes(b"".join(parts))
+    return {"path": str(path), "frames": n_each * len(sizes), "fps": fps, "segments": truth, "face": True}

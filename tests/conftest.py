@@ -72,3 +72,17 @@ def videos(tmp_path_factory):
     v["text"] = {"path": str(d / "notes.mov")}
     v["dir"] = d
     return v
+
+
+@pytest.fixture(scope="session")
+def switch_videos(tmp_path_factory):
+    """MPEG-TS files whose frame size changes mid-stream, with each segment also as its own file."""
+    from dfserve import samples
+
+    d = tmp_path_factory.mktemp("size switch")
+    out = {}
+    for name, sizes, n in (("ts_360_720", ((640, 360), (1280, 720)), 10), ("ts_720_1080", ((1280, 720), (1920, 1080)), 6)):
+        seg = d / name
+        seg.mkdir()
+        out[name] = samples.make_resolution_switch_video(d / f"{name}.ts", sizes=sizes, n_each=n, segments_dir=seg)
+    return out

@@ -182,3 +182,26 @@ def test_idle_sequences_time_out_and_free_their_state(exported, tmp_path):
             c.aggregate(11, logits[:1], [3], end=True)  # the old sequence is gone
         r = c.aggregate(11, logits[:1], [0], start=True, end=True)  # a new one starts from zero
         assert r["frames_scored"] == 1
+
+
+@pytest.mark.parametrize("name", ["ts_360_720", "ts_720_1080"])
+def test_size_change_mid_stream_on_the_server_paths(server, runtime, switch_videos, name):
+    """--server (ensemble + aggregator), deepfake_video (bytes in) and the client's score_frames all
+    split where the size changes and give the embedded engine's verdict and boxes."""
+    from dfserve.pipeline.decode import DecodeStats, iter_frames, probe
+
+    p = switch_videos[name]["path"]
+    e = _embedded(runtime, [p], timeline=True)[p]
+    assert e["error"] is None
+    r = next(RemoteScorer(server.grpc_url, ScoreOptions(timeline=True)).score([p]))
+    with DeepfakeClient(server.grpc_url) as c:
+        v = c.score_video(p, timeline=True)
+        info = probe(p)
+        chunks = iter_frames(p, parse_policy("all"), info, DecodeStats(), 16)  # chunks straddle the switch
+        f = c.score_frames(chunks, timeline=True)
+    for row in (r, v):
+        assert row["error"] is None and row["frames_scored"] == e["frames_scored"] == switch_videos[name]["frames"]
+        assert abs(row["p_fake"] - e["p_fake"]) <= 1e-4
+        for a, b in zip(e["timeline"], row["timeline"]):
+            assert a[0] == b[0] and abs(a[1] - b[1]) <= 1e-4 and np.allclose(a[2], b[2], atol=0.11)
+    assert abs(f["p_fake"] - e["p_fake"]) <= 1e-4 and f["frames_scored"] == e["frames_scored"]
