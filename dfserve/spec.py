@@ -5,8 +5,8 @@ read this module, so they cannot drift. It imports numpy only (no torch), becaus
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Tuple
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 SPEC_VERSION = "1"
 
@@ -40,12 +40,36 @@ DETECTOR_MAX_SIDE = 640  # frames are downscaled so their longer side is at most
 DETECTOR_MIN_FACE = 20  # pixels at full resolution; smaller boxes are ignored
 
 
+class T:
+    """Tensor names: every model, ensemble map, client and python model uses these (never a literal)."""
+
+    FRAMES = "frames"  # uint8 [B,H,W,3] BGR video frames
+    IMAGES = "images"  # float32 [B,3,h,w] detector input (BGR 0..255, downscaled)
+    SCALE = "scale"  # float32 [B,1] detector-input / frame size ratio
+    LOC = "loc"
+    SCORES = "scores"
+    LANDMARKS = "landmarks"
+    FACES = "faces"  # float32 [B,3,112,112] classifier input
+    BOXES = "boxes"
+    HAS_FACE = "has_face"
+    LOGITS = "logits"
+    INDICES = "indices"
+    HEAD = "head"
+    P_FAKE = "p_fake"
+    FRAMES_SCORED = "frames_scored"
+    VERDICT_LOGITS = "verdict_logits"
+    VIDEO = "video"
+    OPTIONS = "options"
+    RESULT = "result"
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
     dtype: str  # numpy dtype name
     shape: Tuple[int, ...]  # -1 = dynamic; the batch dimension is NOT included
     batch_dim: bool = True  # whether a leading dynamic batch dimension precedes `shape`
+    ragged: bool = False  # Triton allow_ragged_batch
 
     @property
     def full_shape(self) -> Tuple[int, ...]:
@@ -53,16 +77,45 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class SequenceBatching:
+    """Triton sequence batching (oldest strategy): correlation id = video."""
+
+    max_idle_us: int
+    max_candidate_sequences: int
+
+
+@dataclass(frozen=True)
+class EnsembleStep:
+    model: str
+    inputs: Tuple[Tuple[str, str], ...]  # (model input, ensemble tensor)
+    outputs: Tuple[Tuple[str, str], ...]  # (model output, ensemble tensor)
+
+
+# What a model is in the Triton repository.
+KIND_PYTHON = "python"  # a python-backend model (class in dfserve.serving.triton_models)
+KIND_NETWORK = "network"  # an exported network: python + onnxruntime (cpu flavor), tensorrt_plan (gpu flavor)
+KIND_ENSEMBLE = "ensemble"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     inputs: Tuple[TensorSpec, ...]
     outputs: Tuple[TensorSpec, ...]
+    kind: str = KIND_PYTHON
+    python_class: str = ""  # class in dfserve.serving.triton_models (python models; networks in the cpu flavor)
+    model_file: str = ""  # the exported file of a network (`dfserve export` output)
     max_batch_size: int = 0
     preferred_batch_sizes: Tuple[int, ...] = ()
     max_queue_delay_us: int = 0
-    # TensorRT optimisation profile (min, opt, max) over the batch dimension.
+    instances: int = 1
+    gpu: bool = True  # runs on the GPU in the gpu flavor (KIND_GPU)
+    parameters: Tuple[Tuple[str, str], ...] = ()  # static config parameters (string values)
+    sequence: Optional[SequenceBatching] = None
+    steps: Tuple[EnsembleStep, ...] = ()  # ensembles only
+    # TensorRT optimisation profiles: (min, opt, max) over the batch dimension, and over (H, W)
     trt_batch_profile: Tuple[int, int, int] = (1, 1, 1)
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    trt_hw_profile: Optional[Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]] = None
 
     def input(self, name: str) -> TensorSpec:
         return _find(self.inputs, name, self.name)
@@ -87,11 +140,19 @@ def _find(tensors, name, model):
     raise KeyError(f"model {model!r} has no tensor {name!r}; valid: {valid}")
 
 
+# Files written by `dfserve export`.
+CLASSIFIER_ONNX = "frame_classifier.onnx"
+DETECTOR_ONNX = "face_detector.onnx"
+METADATA_JSON = "metadata.json"
+
 # The per-frame classifier: ResNeXt50 features -> one LSTM step from zero state -> linear1.
 FRAME_CLASSIFIER = ModelSpec(
     name="frame_classifier",
-    inputs=(TensorSpec("faces", "float32", (3, FACE_SIZE, FACE_SIZE)),),
-    outputs=(TensorSpec("logits", "float32", (NUM_CLASSES,)),),
+    inputs=(TensorSpec(T.FACES, "float32", (3, FACE_SIZE, FACE_SIZE)),),
+    outputs=(TensorSpec(T.LOGITS, "float32", (NUM_CLASSES,)),),
+    kind=KIND_NETWORK,
+    python_class="FrameClassifier",
+    model_file=CLASSIFIER_ONNX,
     max_batch_size=64,
     preferred_batch_sizes=(16, 32, 64),
     max_queue_delay_us=2000,
@@ -101,58 +162,74 @@ FRAME_CLASSIFIER = ModelSpec(
 # The face detector: float32 BGR pixels (0..255), mean subtraction inside the graph.
 FACE_DETECTOR = ModelSpec(
     name="face_detector",
-    inputs=(TensorSpec("images", "float32", (3, -1, -1)),),
+    inputs=(TensorSpec(T.IMAGES, "float32", (3, -1, -1)),),
     outputs=(
-        TensorSpec("loc", "float32", (-1, 4)),
-        TensorSpec("scores", "float32", (-1,)),
-        TensorSpec("landmarks", "float32", (-1, 10)),
+        TensorSpec(T.LOC, "float32", (-1, 4)),
+        TensorSpec(T.SCORES, "float32", (-1,)),
+        TensorSpec(T.LANDMARKS, "float32", (-1, 10)),
     ),
+    kind=KIND_NETWORK,
+    python_class="FaceDetector",
+    model_file=DETECTOR_ONNX,
     max_batch_size=64,
     preferred_batch_sizes=(16, 32),
     max_queue_delay_us=2000,
     trt_batch_profile=(1, 16, 64),
-    extra={"trt_hw_profile": ((64, 64), (360, 640), (640, 640))},
+    trt_hw_profile=((64, 64), (360, 640), (640, 640)),
 )
 
 # Detector preprocessing: uint8 BGR frames -> float32 detector input at reduced size, and the scale.
 FACE_PREP = ModelSpec(
     name="face_prep",
-    inputs=(TensorSpec("frames", "uint8", (-1, -1, 3)),),
-    outputs=(TensorSpec("images", "float32", (3, -1, -1)), TensorSpec("scale", "float32", (1,))),
+    inputs=(TensorSpec(T.FRAMES, "uint8", (-1, -1, 3)),),
+    outputs=(TensorSpec(T.IMAGES, "float32", (3, -1, -1)), TensorSpec(T.SCALE, "float32", (1,))),
+    python_class="FacePrep",
     max_batch_size=64,
     preferred_batch_sizes=(16, 32),
     max_queue_delay_us=1000,
+    parameters=(("max_side", str(DETECTOR_MAX_SIDE)),),
 )
 
 # Box decoding + NMS + face choice + crop + resize + normalise.
 FACE_CROP = ModelSpec(
     name="face_crop",
     inputs=(
-        TensorSpec("frames", "uint8", (-1, -1, 3)),
-        TensorSpec("loc", "float32", (-1, 4)),
-        TensorSpec("scores", "float32", (-1,)),
-        TensorSpec("scale", "float32", (1,)),
+        TensorSpec(T.FRAMES, "uint8", (-1, -1, 3)),
+        TensorSpec(T.LOC, "float32", (-1, 4)),
+        TensorSpec(T.SCORES, "float32", (-1,)),
+        TensorSpec(T.SCALE, "float32", (1,)),
     ),
     outputs=(
-        TensorSpec("faces", "float32", (3, FACE_SIZE, FACE_SIZE)),
-        TensorSpec("boxes", "float32", (4,)),  # x1, y1, x2, y2 in frame pixels (zeros when no face)
-        TensorSpec("has_face", "bool", (1,)),
+        TensorSpec(T.FACES, "float32", (3, FACE_SIZE, FACE_SIZE)),
+        TensorSpec(T.BOXES, "float32", (4,)),  # x1, y1, x2, y2 in frame pixels (zeros when no face)
+        TensorSpec(T.HAS_FACE, "bool", (1,)),
     ),
+    python_class="FaceCrop",
     max_batch_size=64,
     preferred_batch_sizes=(16, 32),
     max_queue_delay_us=1000,
+    parameters=(("max_side", str(DETECTOR_MAX_SIDE)), ("score_threshold", str(DETECTOR_SCORE_THRESHOLD))),
 )
 
 # Ensemble over frame batches: face_prep -> face_detector -> face_crop -> frame_classifier.
 DEEPFAKE_FRAMES = ModelSpec(
     name="deepfake_frames",
-    inputs=(TensorSpec("frames", "uint8", (-1, -1, 3)),),
+    inputs=(TensorSpec(T.FRAMES, "uint8", (-1, -1, 3)),),
     outputs=(
-        TensorSpec("boxes", "float32", (4,)),
-        TensorSpec("has_face", "bool", (1,)),
-        TensorSpec("logits", "float32", (NUM_CLASSES,)),
+        TensorSpec(T.BOXES, "float32", (4,)),
+        TensorSpec(T.HAS_FACE, "bool", (1,)),
+        TensorSpec(T.LOGITS, "float32", (NUM_CLASSES,)),
     ),
+    kind=KIND_ENSEMBLE,
     max_batch_size=64,
+    steps=(
+        EnsembleStep("face_prep", ((T.FRAMES, T.FRAMES),), ((T.IMAGES, "det_images"), (T.SCALE, "det_scale"))),
+        EnsembleStep("face_detector", ((T.IMAGES, "det_images"),), ((T.LOC, "det_loc"), (T.SCORES, "det_scores"))),
+        EnsembleStep("face_crop",
+                     ((T.FRAMES, T.FRAMES), (T.LOC, "det_loc"), (T.SCORES, "det_scores"), (T.SCALE, "det_scale")),
+                     ((T.FACES, T.FACES), (T.BOXES, T.BOXES), (T.HAS_FACE, T.HAS_FACE))),
+        EnsembleStep("frame_classifier", ((T.FACES, T.FACES),), ((T.LOGITS, T.LOGITS),)),
+    ),
 )
 
 # Stateful per-video aggregator (sequence batching, correlation id = video, START/END flags).
@@ -160,36 +237,36 @@ DEEPFAKE_FRAMES = ModelSpec(
 VIDEO_AGGREGATOR = ModelSpec(
     name="video_aggregator",
     inputs=(
-        TensorSpec("logits", "float32", (-1, NUM_CLASSES)),
-        TensorSpec("indices", "int64", (-1,)),
-        TensorSpec("head", "bytes", (1,)),
+        TensorSpec(T.LOGITS, "float32", (-1, NUM_CLASSES), ragged=True),
+        TensorSpec(T.INDICES, "int64", (-1,), ragged=True),
+        TensorSpec(T.HEAD, "bytes", (1,), ragged=True),
     ),
     outputs=(
-        TensorSpec("p_fake", "float32", (1,)),
-        TensorSpec("frames_scored", "int64", (1,)),
-        TensorSpec("verdict_logits", "float32", (NUM_CLASSES,)),
+        TensorSpec(T.P_FAKE, "float32", (1,)),
+        TensorSpec(T.FRAMES_SCORED, "int64", (1,)),
+        TensorSpec(T.VERDICT_LOGITS, "float32", (NUM_CLASSES,)),
     ),
+    python_class="VideoAggregator",
     max_batch_size=16,
-    extra={"max_sequence_idle_us": 30_000_000, "max_candidate_sequences": 4096},
+    gpu=False,
+    sequence=SequenceBatching(max_idle_us=30_000_000, max_candidate_sequences=4096),
 )
 
 # Whole-video model: encoded video bytes + JSON options in, one score row (JSON) out.
 DEEPFAKE_VIDEO = ModelSpec(
     name="deepfake_video",
     inputs=(
-        TensorSpec("video", "bytes", (1,), batch_dim=False),
-        TensorSpec("options", "bytes", (1,), batch_dim=False),
+        TensorSpec(T.VIDEO, "bytes", (1,), batch_dim=False),
+        TensorSpec(T.OPTIONS, "bytes", (1,), batch_dim=False),
     ),
-    outputs=(TensorSpec("result", "bytes", (1,), batch_dim=False),),
+    outputs=(TensorSpec(T.RESULT, "bytes", (1,), batch_dim=False),),
+    python_class="DeepfakeVideo",
+    instances=2,
+    gpu=False,
 )
 
 ALL_MODELS = (FACE_PREP, FACE_DETECTOR, FACE_CROP, FRAME_CLASSIFIER, DEEPFAKE_FRAMES, VIDEO_AGGREGATOR, DEEPFAKE_VIDEO)
 MODELS = {m.name: m for m in ALL_MODELS}
-
-# Files written by `dfserve export`.
-CLASSIFIER_ONNX = "frame_classifier.onnx"
-DETECTOR_ONNX = "face_detector.onnx"
-METADATA_JSON = "metadata.json"
 
 # Validation tolerances for exports (absolute).
 TOL_CLASSIFIER_LOGITS = 1e-3

@@ -146,30 +146,26 @@ def summarize(name: str, kind: str, setting: str, res: dict) -> dict:
     return out
 
 
-def batch_sweep(models_dir: str, sizes: List[int], repeats: int = 3) -> dict:
-    """Classifier faces/s and detector images/s (640x360) by batch size, onnxruntime CPU."""
-    import onnxruntime as ort
+def batch_sweep(models_dir: str, sizes: List[int], repeats: int = 3, runtime: str = "onnxruntime") -> dict:
+    """Classifier faces/s and detector images/s (640x360) by batch size, through the runtime interface."""
+    from ..models import load_runtime, resolve_models
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    cls = ort.InferenceSession(str(Path(models_dir) / spec.CLASSIFIER_ONNX), so, providers=["CPUExecutionProvider"])
-    det = ort.InferenceSession(str(Path(models_dir) / spec.DETECTOR_ONNX), so, providers=["CPUExecutionProvider"])
+    rt = load_runtime(runtime, resolve_models(models=Path(models_dir)), batch=max(sizes))
     rng = np.random.default_rng(0)
-    out = {"classifier_faces_per_s": {}, "detector_images_per_s_640x360": {}}
-    for b in sizes:
-        x = rng.standard_normal((b, 3, 112, 112), dtype=np.float32)
-        cls.run(None, {"faces": x})
+    out = {"runtime": rt.name, "classifier_faces_per_s": {}, "detector_images_per_s_640x360": {}}
+
+    def rate(fn, x, n):
+        fn(x)  # warm-up
         t = time.perf_counter()
         for _ in range(repeats):
-            cls.run(None, {"faces": x})
-        out["classifier_faces_per_s"][b] = round(b * repeats / (time.perf_counter() - t), 2)
+            fn(x)
+        return round(n * repeats / (time.perf_counter() - t), 2)
+
+    for b in sizes:
+        out["classifier_faces_per_s"][b] = rate(rt.classify, rng.standard_normal((b, 3, 112, 112), dtype=np.float32), b)
         if b <= 16:
             y = rng.uniform(0, 255, (b, 3, 360, 640)).astype(np.float32)
-            det.run(None, {"images": y})
-            t = time.perf_counter()
-            for _ in range(repeats):
-                det.run(None, {"images": y})
-            out["detector_images_per_s_640x360"][b] = round(b * repeats / (time.perf_counter() - t), 2)
+            out["detector_images_per_s_640x360"][b] = rate(rt.detect, y, b)
     return out
 
 

@@ -12,6 +12,7 @@ import json
 import resource
 import sys
 import time
+from pathlib import Path
 
 
 def _peak_rss_mb() -> float:
@@ -57,7 +58,7 @@ def run_seed(cfg) -> list:
 
 
 def run_dfserve(cfg) -> list:
-    from ..pipeline.engine import ScoreOptions, Scorer
+    from ..pipeline.options import ScoreOptions
     from ..pipeline.sampling import parse_policy
 
     o = dict(cfg.get("options", {}))
@@ -74,25 +75,15 @@ def run_dfserve(cfg) -> list:
                             "frames_decoded": row["frames_decoded"], "p_fake": row["p_fake"], "label": row["label"],
                             "error": row["error"]})
         return out
+    from ..scoring import ScorerConfig, make_scorer
+
     if cfg["kind"] == "triton":
-        from ..client.remote import RemoteScorer
-
-        scorer = RemoteScorer(cfg["server"], opts)
-    else:
-        from ..models import resolve_models
-        from ..pipeline.runtime import OnnxRuntime
-
-        resolved = resolve_models(models=cfg["models"])
-        if cfg["kind"] == "gpu":
-            from ..pipeline.gpu_scorer import TorchScorer
-            from ..models import load_torch_runtime
-
-            rt = load_torch_runtime(resolved.models_dir, cfg.get("checkpoint"), cfg.get("device", "cuda"),
-                                    resolved.model_id)
-            scorer = TorchScorer(rt, opts, resolved.model_id)
-        else:
-            scorer = Scorer(OnnxRuntime(resolved.models_dir, threads=cfg.get("threads"), classifier_batch=opts.batch),
-                            opts, resolved.model_id)
+        config = ScorerConfig(server=cfg["server"])
+    else:  # embedded: "dfserve" (CPU runtime) or "gpu" (torch on CUDA)
+        gpu = cfg["kind"] == "gpu"
+        config = ScorerConfig(models=Path(cfg["models"]), device=cfg.get("device", "cuda") if gpu else "cpu",
+                              runtime=cfg.get("runtime", "torch" if gpu else "auto"), threads=cfg.get("threads") or 0)
+    scorer = make_scorer(opts, config)
     out = []
     # one video at a time for per-video latency; the throughput run below batches across videos
     for v in cfg["videos"]:

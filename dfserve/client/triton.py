@@ -27,6 +27,7 @@ from typing import Iterable, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .. import spec
+from ..spec import T
 from .._lazy import require
 from ..errors import ServerError
 
@@ -226,29 +227,29 @@ class DeepfakeClient:
         mb = spec.DEEPFAKE_FRAMES.max_batch_size
         for i in range(0, frames.shape[0], mb):
             with self._lock:
-                out.append(self._infer(spec.DEEPFAKE_FRAMES, {"frames": frames[i:i + mb]}, shm=self.use_shm))
-        return FramesResult(np.concatenate([o["boxes"] for o in out]),
-                            np.concatenate([o["has_face"] for o in out]).reshape(-1),
-                            np.concatenate([o["logits"] for o in out]))
+                out.append(self._infer(spec.DEEPFAKE_FRAMES, {T.FRAMES: frames[i:i + mb]}, shm=self.use_shm))
+        return FramesResult(np.concatenate([o[T.BOXES] for o in out]),
+                            np.concatenate([o[T.HAS_FACE] for o in out]).reshape(-1),
+                            np.concatenate([o[T.LOGITS] for o in out]))
 
     def classify_faces(self, faces: np.ndarray) -> np.ndarray:
         """float32 [B,3,112,112] normalised faces -> logits [B,2] (`frame_classifier`)."""
         mb = spec.FRAME_CLASSIFIER.max_batch_size
         faces = np.ascontiguousarray(faces, dtype=np.float32)
-        return np.concatenate([self._infer(spec.FRAME_CLASSIFIER, {"faces": faces[i:i + mb]})["logits"]
+        return np.concatenate([self._infer(spec.FRAME_CLASSIFIER, {T.FACES: faces[i:i + mb]})[T.LOGITS]
                                for i in range(0, faces.shape[0], mb)])
 
     def aggregate(self, sequence_id: int, logits: np.ndarray, indices: Sequence[int], head: str = spec.DEFAULT_HEAD,
                   start: bool = False, end: bool = False) -> dict:
         """Add one chunk of per-frame logits to the server-side aggregate of a video (`video_aggregator`)."""
-        arrays = {"logits": np.asarray(logits, np.float32).reshape(1, -1, spec.NUM_CLASSES),
-                  "indices": np.asarray(indices, np.int64).reshape(1, -1),
-                  "head": np.array([[head.encode()]], dtype=np.object_)}
+        arrays = {T.LOGITS: np.asarray(logits, np.float32).reshape(1, -1, spec.NUM_CLASSES),
+                  T.INDICES: np.asarray(indices, np.int64).reshape(1, -1),
+                  T.HEAD: np.array([[head.encode()]], dtype=np.object_)}
         r = self._infer(spec.VIDEO_AGGREGATOR, arrays, sequence_id=sequence_id, sequence_start=start,
                         sequence_end=end)
-        p = float(r["p_fake"].reshape(-1)[0])
-        return {"p_fake": None if np.isnan(p) else p, "frames_scored": int(r["frames_scored"].reshape(-1)[0]),
-                "verdict_logits": r["verdict_logits"].reshape(-1)}
+        p = float(r[T.P_FAKE].reshape(-1)[0])
+        return {"p_fake": None if np.isnan(p) else p, "frames_scored": int(r[T.FRAMES_SCORED].reshape(-1)[0]),
+                "verdict_logits": r[T.VERDICT_LOGITS].reshape(-1)}
 
     def score_frames(self, chunks: Iterable[Tuple[Sequence[int], np.ndarray]], head: str = spec.DEFAULT_HEAD,
                      no_face: str = "skip", sequence_id: Optional[int] = None, timeline: bool = False) -> dict:
@@ -288,15 +289,15 @@ class DeepfakeClient:
 
         o = ScoreOptions(sample=sample, head=head, faces=faces, no_face=no_face, timeline=timeline).validate()
         opts = {**{k: v for k, v in o.to_dict().items() if k in REQUEST_FIELDS}, "name": name or "video"}
-        r = self._infer(spec.DEEPFAKE_VIDEO, {"video": np.array([data], dtype=np.object_),
-                                              "options": np.array([json.dumps(opts).encode()], dtype=np.object_)})
-        return json.loads(r["result"].reshape(-1)[0])
+        r = self._infer(spec.DEEPFAKE_VIDEO, {T.VIDEO: np.array([data], dtype=np.object_),
+                                              T.OPTIONS: np.array([json.dumps(opts).encode()], dtype=np.object_)})
+        return json.loads(r[T.RESULT].reshape(-1)[0])
 
     def model_info(self) -> dict:
         """{"model_id": checkpoint sha256} of the models the server runs."""
-        r = self._infer(spec.DEEPFAKE_VIDEO, {"video": np.array([b""], dtype=np.object_),
-                                              "options": np.array([b'{"info": true}'], dtype=np.object_)})
-        return json.loads(r["result"].reshape(-1)[0])
+        r = self._infer(spec.DEEPFAKE_VIDEO, {T.VIDEO: np.array([b""], dtype=np.object_),
+                                              T.OPTIONS: np.array([b'{"info": true}'], dtype=np.object_)})
+        return json.loads(r[T.RESULT].reshape(-1)[0])
 
     def close(self) -> None:
         self._close_shm()

@@ -37,7 +37,7 @@ def _profile(builder, network, name: str):
         prof.set_shape("faces", (lo, *c), (opt, *c), (hi, *c))
     else:
         lo, opt, hi = spec.FACE_DETECTOR.trt_batch_profile
-        (h0, w0), (h1, w1), (h2, w2) = spec.FACE_DETECTOR.extra["trt_hw_profile"]
+        (h0, w0), (h1, w1), (h2, w2) = spec.FACE_DETECTOR.trt_hw_profile
         prof.set_shape("images", (lo, 3, h0, w0), (opt, 3, h1, w1), (hi, 3, h2, w2))
     assert isinstance(trt.__version__, str)
     return prof

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Dict, List
 import numpy as np
 
 from .. import spec
+from ..spec import T
 
 log = logging.getLogger("dfserve.serving")
 
@@ -130,16 +130,6 @@ class _Model:
         pass
 
 
-def _ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 def _cat(parts):
     if isinstance(parts[0], np.ndarray):
         return np.concatenate(parts)
@@ -165,20 +155,21 @@ class FacePrep(_Model):
         if self.cuda:
             from ..pipeline.torch_runtime import frames_to_detector
 
-            images, scale = frames_to_detector(x["frames"], self.max_side)
+            images, scale = frames_to_detector(x[T.FRAMES], self.max_side)
         else:
             from ..pipeline.faces import detector_input
 
-            images, scale = detector_input(list(x["frames"]), self.max_side)
-        return {"images": images, "scale": np.full((images.shape[0], 1), scale, np.float32)}
+            images, scale = detector_input(list(x[T.FRAMES]), self.max_side)
+        return {T.IMAGES: images, T.SCALE: np.full((images.shape[0], 1), scale, np.float32)}
 
 
 class OnnxModel(_Model):
     """A python-backend model that runs the ONNX file of its version folder in onnxruntime (cpu flavor)."""
 
     def setup(self):
-        threads = int(self.params.get("threads", "0")) or (os.cpu_count() or 1)
-        self.sess = _ort_session(self.version_dir / "model.onnx", threads)
+        from ..pipeline.runtime import ort_session
+
+        self.sess = ort_session(self.version_dir / "model.onnx", int(self.params.get("threads", "0")) or None)
         self.out_names = [o.name for o in self.spec.outputs]
 
     def run(self, x):
@@ -205,9 +196,9 @@ class FaceCrop(_Model):
     def run(self, x):
         from ..pipeline.faces import choose_faces, detector_size, faces_for_classifier
 
-        frames = x["frames"]
+        frames = x[T.FRAMES]
         h, w, scale = detector_size(frames.shape[1], frames.shape[2], self.max_side)
-        loc, scores = x["loc"], x["scores"]
+        loc, scores = x[T.LOC], x[T.SCORES]
         if self.cuda:  # detections are small: NMS on the host, pixels stay on the GPU
             loc, scores = loc.float().cpu().numpy(), scores.float().cpu().numpy()
         chosen = choose_faces(loc, scores, h, w, scale, self.threshold)
@@ -220,7 +211,7 @@ class FaceCrop(_Model):
             has = np.array([b is not None for b in boxes_l])
         else:
             faces, boxes, has = faces_for_classifier(list(frames), chosen, self.margin)
-        return {"faces": faces, "boxes": boxes, "has_face": has.reshape(-1, 1)}
+        return {T.FACES: faces, T.BOXES: boxes, T.HAS_FACE: has.reshape(-1, 1)}
 
 
 class VideoAggregator(_Model):
@@ -233,7 +224,7 @@ class VideoAggregator(_Model):
     def setup(self):
         self.state = {}
         idle = self.config.get("sequence_batching", {}).get("max_sequence_idle_microseconds")
-        self.idle_s = float(idle or spec.VIDEO_AGGREGATOR.extra["max_sequence_idle_us"]) / 1e6
+        self.idle_s = float(idle or spec.VIDEO_AGGREGATOR.sequence.max_idle_us) / 1e6
 
     def execute(self, requests):
         from ..pipeline.aggregate import VideoAggregate
@@ -248,20 +239,20 @@ class VideoAggregator(_Model):
                 x = self._inputs(req)
                 cid = req.correlation_id()
                 flags = req.flags()
-                head = x["head"].reshape(-1)[0]
+                head = x[T.HEAD].reshape(-1)[0]
                 head = head.decode() if isinstance(head, bytes) else str(head)
                 if flags & self.pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START or cid not in self.state:
                     self.state[cid] = (VideoAggregate(head), now)
                 agg = self.state[cid][0]
-                agg.add(x["logits"].reshape(-1, spec.NUM_CLASSES), x["indices"].reshape(-1))
+                agg.add(x[T.LOGITS].reshape(-1, spec.NUM_CLASSES), x[T.INDICES].reshape(-1))
                 self.state[cid] = (agg, now)
                 v = agg.verdict()
                 if flags & self.pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END:
                     del self.state[cid]
                 out.append(self._response({
-                    "p_fake": np.array([v.p_fake if v else np.nan], np.float32),
-                    "frames_scored": np.array([agg.count], np.int64),
-                    "verdict_logits": (v.logits if v else np.full(2, np.nan)).astype(np.float32)}))
+                    T.P_FAKE: np.array([v.p_fake if v else np.nan], np.float32),
+                    T.FRAMES_SCORED: np.array([agg.count], np.int64),
+                    T.VERDICT_LOGITS: (v.logits if v else np.full(2, np.nan)).astype(np.float32)}))
             except Exception as exc:  # noqa: BLE001
                 out.append(self._error(exc))
         return out
@@ -281,23 +272,23 @@ class DeepfakeVideo(_Model):
         from ..pipeline.frames_scoring import precropped_frames_fn, score_video_frames
         from ..pipeline.options import REQUEST_FIELDS, ScoreOptions
 
-        data = x["video"].reshape(-1)[0]
-        raw = x["options"].reshape(-1)[0]
+        data = x[T.VIDEO].reshape(-1)[0]
+        raw = x[T.OPTIONS].reshape(-1)[0]
         o = json.loads(raw.decode() if isinstance(raw, bytes) else raw or "{}") if raw else {}
         if not isinstance(o, dict):
             raise ValueError("options must be a JSON object")
         if o.pop("info", False):
-            return {"result": np.array([json.dumps({"model_id": self.model_id}).encode()], dtype=np.object_)}
+            return {T.RESULT: np.array([json.dumps({"model_id": self.model_id}).encode()], dtype=np.object_)}
         name = str(o.pop("name", None) or "video")
         opts = ScoreOptions.from_json(o, allowed=REQUEST_FIELDS)
         pb = self.pb
 
         def frames_fn(frames):
-            r = bls_call(pb, "deepfake_frames", {"frames": frames}, ["boxes", "has_face", "logits"])
-            return r["boxes"], r["has_face"].reshape(-1), r["logits"]
+            r = bls_call(pb, spec.DEEPFAKE_FRAMES.name, {T.FRAMES: frames}, [T.BOXES, T.HAS_FACE, T.LOGITS])
+            return r[T.BOXES], r[T.HAS_FACE].reshape(-1), r[T.LOGITS]
 
         def classify(faces):
-            return bls_call(pb, "frame_classifier", {"faces": faces}, ["logits"])["logits"]
+            return bls_call(pb, spec.FRAME_CLASSIFIER.name, {T.FACES: faces}, [T.LOGITS])[T.LOGITS]
 
         fn = precropped_frames_fn(classify) if opts.faces == "precropped" else frames_fn
         suffix = Path(name).suffix or ".bin"
@@ -305,4 +296,4 @@ class DeepfakeVideo(_Model):
             f.write(data if isinstance(data, bytes) else bytes(data))
             f.flush()
             row = score_video_frames(f.name, opts, fn, self.model_id, display_path=name)
-        return {"result": np.array([json.dumps(row).encode()], dtype=np.object_)}
+        return {T.RESULT: np.array([json.dumps(row).encode()], dtype=np.object_)}
