@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 test: venv
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not gpu" -q
 
 test-all: venv
