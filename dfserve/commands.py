@@ -36,8 +36,15 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head", choices=spec.HEADS, default=spec.DEFAULT_HEAD,
                    help="mean: mean of per-frame logits (training notebook, default); last: last frame (Django app)")
     p.add_argument("--sample", default=DEFAULT_POLICY, help=f"frame sampling: {HELP}")
-    p.add_argument("--faces", choices=("detect", "precropped"), default="detect",
-                   help="detect faces (default), or treat frames as face crops already (seed's processed datasets)")
+    p.add_argument("--faces", choices=("largest", "all", "precropped", "detect"), default="largest",
+                   help="largest: the largest face of each frame (default; 'detect' is its old name); all: every "
+                        "face, linked into tracks, one verdict per person, the video's from the most suspicious "
+                        "person; precropped: frames are face crops already (the seed's processed datasets)")
+    p.add_argument("--min-face", type=float, default=spec.DETECTOR_MIN_FACE, metavar="PX",
+                   help=f"ignore faces smaller than PX pixels (shorter side; default {spec.DETECTOR_MIN_FACE})")
+    p.add_argument("--min-track", type=int, default=spec.DEFAULT_MIN_TRACK, metavar="N",
+                   help=f"--faces all: tracks shorter than N scored frames are reported but do not decide "
+                        f"(default {spec.DEFAULT_MIN_TRACK})")
     p.add_argument("--no-face", choices=("skip", "frame"), default="skip",
                    help="frames without a face: skip (left out of the verdict, default) or frame (classify the "
                         "whole frame, as the seed did)")

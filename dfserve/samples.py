@@ -193,3 +193,77 @@ def make_resolution_switch_video(path, sizes=((640, 360), (1280, 720)), n_each: 
                           "boxes": t["boxes"]})
         Path(path).write_bytes(b"".join(parts))
     return {"path": str(path), "frames": n_each * len(sizes), "fps": fps, "segments": truth, "face": True}
+
+
+# People for multi-face videos: (source image, pasted region x1,y1,x2,y2, face box in the source image).
+PEOPLE = {
+    "astronaut": ("astronaut", ASTRONAUT_BODY, ASTRONAUT_FACE_BOX),
+    "astronaut_mirrored": ("astronaut_mirrored", (152, 0, 412, 320), (239, 57, 334, 177)),
+    "cameraman": ("camera", (120, 40, 340, 300), (195, 114, 256, 195)),
+}
+
+
+def _person_source(name: str) -> np.ndarray:
+    if name == "astronaut":
+        return astronaut_bgr()
+    if name == "astronaut_mirrored":
+        return np.ascontiguousarray(astronaut_bgr()[:, ::-1])
+    return camera_bgr()
+
+
+def make_multi_face_video(path, people, n_frames: int = 30, width: int = 640, height: int = 360, fps: int = 30,
+                          codec: str = "h264", seed: int = 0) -> dict:
+    """A video of several real faces moving along straight lines (they may cross, or leave the frame).
+
+    `people`: list of dicts {"who": a key of PEOPLE, "scale": s, "start": (x, y), "end": (x, y)} giving the
+    pasted region's top-left corner at the first and last frame. Returns the ground truth: per person,
+    per frame, the face box in frame pixels, or None where less than 60 % of the face is in the frame.
+    """
+    from PIL import Image
+
+    bg = _background(height, width, seed)
+    parts = []
+    for p in people:
+        src_name, (x1, y1, x2, y2), (fx1, fy1, fx2, fy2) = PEOPLE[p["who"]]
+        src = _person_source(src_name)[y1:y2, x1:x2]
+        s = p["scale"]
+        img = np.asarray(Image.fromarray(src).resize((max(1, int(src.shape[1] * s)), max(1, int(src.shape[0] * s))),
+                                                     Image.BILINEAR))
+        parts.append((img, ((fx1 - x1) * s, (fy1 - y1) * s, (fx2 - x1) * s, (fy2 - y1) * s)))
+    truth = [[] for _ in people]
+
+    def frames():
+        for t in range(n_frames):
+            a = t / max(n_frames - 1, 1)
+            f = bg.copy()
+            for k, (p, (img, face)) in enumerate(zip(people, parts)):
+                x = int(round(p["start"][0] + a * (p["end"][0] - p["start"][0])))
+                y = int(round(p["start"][1] + a * (p["end"][1] - p["start"][1])))
+                ox, oy = max(0, -x), max(0, -y)
+                w, h = min(img.shape[1], width - x) - ox, min(img.shape[0], height - y) - oy
+                if w > 0 and h > 0:
+                    f[y + oy:y + oy + h, x + ox:x + ox + w] = img[oy:oy + h, ox:ox + w]
+                box = [x + face[0], y + face[1], x + face[2], y + face[3]]
+                cx1, cy1 = max(box[0], 0), max(box[1], 0)
+                cx2, cy2 = min(box[2], width), min(box[3], height)
+                inside = max(cx2 - cx1, 0) * max(cy2 - cy1, 0) / ((box[2] - box[0]) * (box[3] - box[1]))
+                truth[k].append([round(v, 1) for v in box] if inside >= 0.6 else None)
+            yield f
+
+    write_video(path, frames(), fps, codec)
+    return {"path": str(path), "frames": n_frames, "fps": fps, "width": width, "height": height,
+            "people": [dict(p, boxes=b) for p, b in zip(people, truth)]}
+
+
+def make_crowd_video(path, rows: int = 4, cols: int = 5, n_frames: int = 8, width: int = 960, height: int = 540) -> dict:
+    """rows x cols real faces (the astronaut and her mirror image) in a grid, drifting slowly."""
+    cw, ch = width // cols, height // rows
+    who = ["astronaut", "astronaut_mirrored"]
+    people = []
+    for r in range(rows):
+        for c in range(cols):
+            name = who[(r * cols + c) % 2]
+            _, (x1, y1, x2, y2), _ = PEOPLE[name]
+            s = min((cw - 8) / (x2 - x1), (ch - 4) / (y2 - y1))
+            people.append({"who": name, "scale": s, "start": (c * cw + 2, r * ch + 2), "end": (c * cw + 6, r * ch + 2)})
+    return make_multi_face_video(path, people, n_frames=n_frames, width=width, height=height)

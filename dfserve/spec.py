@@ -278,3 +278,12 @@ TOL_DETECTOR_LOC = 1e-3
 DEFAULT_CLASSIFIER_BATCH = 32
 DEFAULT_CHUNK = 16  # frames per decode/detect chunk
 MAX_CHUNK = 256  # a request/chunk never holds more frames than this
+
+# Multi-face scoring (--faces all): at most this many faces per frame are scored (largest first),
+# faces are linked into tracks by IoU >= TRACK_MIN_IOU between consecutive sampled frames, and a track
+# survives TRACK_MAX_GAP sampled frames without its face. Tracks shorter than DEFAULT_MIN_TRACK frames
+# are reported but do not decide the video's verdict.
+MAX_FACES_PER_FRAME = 32
+TRACK_MIN_IOU = 0.3
+TRACK_MAX_GAP = 5
+DEFAULT_MIN_TRACK = 5

@@ -205,3 +205,23 @@ def test_size_change_mid_stream_on_the_server_paths(server, runtime, switch_vide
         for a, b in zip(e["timeline"], row["timeline"]):
             assert a[0] == b[0] and abs(a[1] - b[1]) <= 1e-4 and np.allclose(a[2], b[2], atol=0.11)
     assert abs(f["p_fake"] - e["p_fake"]) <= 1e-4 and f["frames_scored"] == e["frames_scored"]
+
+
+def test_every_face_through_the_server_matches_embedded(server, runtime, tmp_path):
+    """--faces all on the server paths (deepfake_video, and --server which sends the file to it): the same
+    tracks, per-track verdicts and video verdict as the embedded engine."""
+    from dfserve import samples
+
+    v = samples.make_multi_face_video(
+        tmp_path / "two people.mp4", [{"who": "astronaut", "scale": 0.6, "start": (10, 0), "end": (470, 10)},
+                                      {"who": "cameraman", "scale": 0.6, "start": (490, 190), "end": (20, 180)}],
+        n_frames=30)
+    p = v["path"]
+    e = _embedded(runtime, [p], faces="all", timeline=True)[p]
+    r = next(RemoteScorer(server.grpc_url, ScoreOptions(faces="all", timeline=True)).score([p]))
+    assert e["error"] is None and len([f for f in e["faces"] if f["decisive"]]) == 2
+    assert r["error"] is None and r["decided_by"] == e["decided_by"] and r["path"] == p
+    assert abs(r["p_fake"] - e["p_fake"]) <= 1e-4
+    for a, b in zip(e["faces"], r["faces"]):
+        assert a["track"] == b["track"] and a["frames"] == b["frames"] and abs(a["p_fake"] - b["p_fake"]) <= 1e-4
+    assert [t[3] for t in e["timeline"]] == [t[3] for t in r["timeline"]]

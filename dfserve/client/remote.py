@@ -33,15 +33,19 @@ class RemoteScorer:
             self.model_id = c.model_info()["model_id"]
 
     def _score_one(self, client: DeepfakeClient, path: str) -> dict:
-        from ..pipeline.frames_scoring import precropped_frames_fn, score_video_frames
+        from ..pipeline.frames_scoring import FramesModels, score_video_frames
 
-        if self.opt.faces == "precropped":
-            fn = precropped_frames_fn(client.classify_faces)
-        else:
-            def fn(frames):
-                r = client.infer_frames(frames)
-                return r.boxes, r.has_face, r.logits
-        return score_video_frames(path, self.opt, fn, self.model_id, sink=RemoteAggregate(client, self.opt.head))
+        if self.opt.faces == "all":  # every face: the server's deepfake_video decodes, detects and tracks
+            o = self.opt
+            return client.score_video(path, sample=str(o.sample), head=o.head, faces=o.faces, no_face=o.no_face,
+                                      timeline=o.timeline, min_face=o.min_face, min_track=o.min_track)
+
+        def fused(frames):
+            r = client.infer_frames(frames)
+            return r.boxes, r.has_face, r.logits
+
+        models = FramesModels(frames_fn=fused, classify_fn=client.classify_faces)
+        return score_video_frames(path, self.opt, models, self.model_id, sink=RemoteAggregate(client, self.opt.head))
 
     def score(self, paths: Iterable[str]) -> Iterator[dict]:
         paths = list(paths)
@@ -60,7 +64,11 @@ class RemoteScorer:
                         p = todo.get_nowait()
                     except queue.Empty:
                         return
-                    done.put(self._score_one(client, p))
+                    try:
+                        done.put(self._score_one(client, p))
+                    except Exception as exc:  # noqa: BLE001 - a failure is that video's row, never a lost row
+                        log.exception("%s: scoring through %s failed", p, self.url)
+                        done.put(_error_row(p, self.opt, self.model_id, exc))
 
         workers = [threading.Thread(target=work, daemon=True, name=f"dfserve-remote-{i}")
                    for i in range(min(self.opt.decode_workers, len(paths)))]
@@ -79,3 +87,12 @@ class RemoteScorer:
             stop.set()
             for w in workers:
                 w.join(timeout=30)
+
+
+def _error_row(path: str, opts: ScoreOptions, model_id: str, exc: BaseException) -> dict:
+    from ..errors import DfserveError, VideoError
+    from ..pipeline.engine import VideoJob, make_row
+
+    job = VideoJob(path, 0)
+    job.fail(exc if isinstance(exc, DfserveError) else VideoError(f"{path}: {type(exc).__name__}: {exc}"))
+    return make_row(job, opts, model_id)

@@ -277,8 +277,9 @@ class DeepfakeClient:
         return out
 
     def score_video(self, video: Union[str, Path, bytes], sample: str = "all", head: str = spec.DEFAULT_HEAD,
-                    faces: str = "detect", no_face: str = "skip", timeline: bool = False,
-                    name: Optional[str] = None) -> dict:
+                    faces: str = "largest", no_face: str = "skip", timeline: bool = False,
+                    name: Optional[str] = None, min_face: float = spec.DETECTOR_MIN_FACE,
+                    min_track: int = spec.DEFAULT_MIN_TRACK) -> dict:
         """Send an encoded video (path or bytes) to `deepfake_video`; returns a `dfserve score` row."""
         if isinstance(video, (str, Path)):
             name = name or str(video)
@@ -287,7 +288,8 @@ class DeepfakeClient:
             data = bytes(video)
         from ..pipeline.options import REQUEST_FIELDS, ScoreOptions
 
-        o = ScoreOptions(sample=sample, head=head, faces=faces, no_face=no_face, timeline=timeline).validate()
+        o = ScoreOptions(sample=sample, head=head, faces=faces, no_face=no_face, timeline=timeline, min_face=min_face,
+                         min_track=min_track).validate()
         opts = {**{k: v for k, v in o.to_dict().items() if k in REQUEST_FIELDS}, "name": name or "video"}
         r = self._infer(spec.DEEPFAKE_VIDEO, {T.VIDEO: np.array([data], dtype=np.object_),
                                               T.OPTIONS: np.array([json.dumps(opts).encode()], dtype=np.object_)})

@@ -69,6 +69,32 @@ def records_from_outputs(indices: Sequence[int], boxes, has_face, logits) -> Lis
             for k, i in enumerate(indices)]
 
 
+def records_from_faces(indices: Sequence[int], faces: Sequence[Sequence], no_face: str = "skip",
+                       tracker=None) -> Tuple[List[FrameRecord], List[Tuple[FrameRecord, int]]]:
+    """Records from the faces found in each frame of a run (lists of Detection), and the records that need
+    a crop, each with the position of its frame in the run.
+
+    One record per face; a frame without a face gives one face-less record (cropped whole with
+    `no_face="frame"`). With a tracker (multi-face scoring), every face gets its track id.
+    """
+    recs: List[FrameRecord] = []
+    need: List[int] = []  # index into recs of records to crop
+    pos: List[int] = []  # their frame's position in the run
+    for k, (i, fs) in enumerate(zip(indices, faces)):
+        tracks = tracker.update([f.box for f in fs]) if tracker is not None else [None] * len(fs)
+        if not fs:
+            recs.append(FrameRecord(int(i), False))
+            if no_face == "frame":
+                need.append(len(recs) - 1)
+                pos.append(k)
+            continue
+        for f, t in zip(fs, tracks):
+            recs.append(FrameRecord(int(i), True, f.box, track=t))
+            need.append(len(recs) - 1)
+            pos.append(k)
+    return recs, [(recs[n], k) for n, k in zip(need, pos)]
+
+
 class LocalAggregate:
     """The running verdict of one video, kept here (the server path uses `client.RemoteAggregate`)."""
 
@@ -82,17 +108,45 @@ class LocalAggregate:
         return self.agg.verdict(), self.agg.count
 
 
+class TrackState:
+    """One person's running verdict (the seed head over that track's frames) and where it was seen."""
+
+    __slots__ = ("id", "agg", "first_frame", "last_frame", "box_first")
+
+    def __init__(self, track_id: int, head: str):
+        self.id = track_id
+        self.agg = VideoAggregate(head)
+        self.first_frame = None
+        self.last_frame = None
+        self.box_first = None
+
+    def add(self, recs: Sequence[FrameRecord]) -> None:
+        self.agg.add(np.stack([r.logits for r in recs]), np.array([r.index for r in recs], np.int64))
+        first = min(recs, key=lambda r: r.index)
+        if self.first_frame is None or first.index < self.first_frame:
+            self.first_frame, self.box_first = first.index, [round(float(v), 1) for v in first.box[:4]]
+        last = max(r.index for r in recs)
+        self.last_frame = last if self.last_frame is None else max(self.last_frame, last)
+
+
 class VideoTally:
     """Per-video state fed with records: counts, the verdict sink, the timeline.
 
     A record counts toward the verdict when it has logits and a face — or, with `no_face="frame"`,
-    any classified frame (the seed's whole-frame fallback).
+    any classified frame (the seed's whole-frame fallback). Records with a track id (multi-face
+    scoring) go to their track; the video's verdict is then the most suspicious decisive track (max
+    p_fake over tracks of at least `min_track` scored frames; all tracks if none is that long).
     """
 
-    def __init__(self, head: str, no_face: str = "skip", timeline: bool = False, sink=None):
+    def __init__(self, head: str, no_face: str = "skip", timeline: bool = False, sink=None,
+                 min_track: int = 1):
+        self.head = head
         self.no_face = no_face
         self.keep_timeline = timeline
         self.sink = sink if sink is not None else LocalAggregate(head)
+        self.min_track = min_track
+        self.tracks: dict = {}
+        self.decided_by: Optional[int] = None
         self.frames_sampled = 0
         self.frames_with_face = 0
         self.timeline: List[list] = []
@@ -101,9 +155,10 @@ class VideoTally:
         return rec.logits is not None and (rec.has_face or self.no_face == "frame")
 
     def add(self, records: Sequence[FrameRecord]) -> None:
-        """Records of newly sampled frames: counted; those already classified are scored now."""
-        self.frames_sampled += len(records)
-        self.frames_with_face += sum(1 for r in records if r.has_face)
+        """Records of newly sampled frames (all faces of a frame come in one call): counted; those already
+        classified are scored now."""
+        self.frames_sampled += len({r.index for r in records})
+        self.frames_with_face += len({r.index for r in records if r.has_face})
         self.scored([r for r in records if not r.pending])
 
     def scored(self, records: Sequence[FrameRecord]) -> None:
@@ -111,8 +166,17 @@ class VideoTally:
         if not records:
             return
         used = [r for r in records if self.counts(r)]
-        if used:
-            self.sink.add(np.stack([r.logits for r in used]), np.array([r.index for r in used], np.int64))
+        plain = [r for r in used if r.track is None]
+        if plain:
+            self.sink.add(np.stack([r.logits for r in plain]), np.array([r.index for r in plain], np.int64))
+        by_track: dict = {}
+        for r in used:
+            if r.track is not None:
+                by_track.setdefault(r.track, []).append(r)
+        for t, recs in by_track.items():
+            if t not in self.tracks:
+                self.tracks[t] = TrackState(t, self.head)
+            self.tracks[t].add(recs)
         if self.keep_timeline:
             pf = p_fake_per_frame(np.stack([r.logits for r in used])) if used else []
             p_of = {id(r): float(p) for r, p in zip(used, pf)}
@@ -125,7 +189,24 @@ class VideoTally:
                 self.timeline.append(entry)
 
     def finish(self) -> Tuple[Optional[Verdict], int]:
-        return self.sink.finish()
+        if not self.tracks:
+            return self.sink.finish()
+        verdicts = {t: s.agg.verdict() for t, s in self.tracks.items()}
+        decisive = [t for t, s in self.tracks.items() if s.agg.count >= self.min_track] or list(self.tracks)
+        best = max(decisive, key=lambda t: (verdicts[t].p_fake, self.tracks[t].agg.count, -t))
+        self.decided_by = best
+        return verdicts[best], self.tracks[best].agg.count
+
+    def faces(self) -> List[dict]:
+        """Per-track summaries for the result row (multi-face scoring)."""
+        out = []
+        for t in sorted(self.tracks):
+            s = self.tracks[t]
+            v = s.agg.verdict()
+            out.append({"track": t, "frames": s.agg.count, "p_fake": round(v.p_fake, 6), "label": v.label,
+                        "first_frame": s.first_frame, "last_frame": s.last_frame, "box_first": s.box_first,
+                        "decisive": s.agg.count >= self.min_track})
+        return out
 
     def sorted_timeline(self) -> List[list]:
         return sorted(self.timeline, key=lambda t: (t[0], t[3] if len(t) > 3 else -1))

@@ -105,3 +105,10 @@ def choose_face(faces: Sequence[Detection], min_size: float = spec.DETECTOR_MIN_
     if not ok:
         return None
     return max(ok, key=lambda f: (f.area, f.score))
+
+
+def all_faces(faces: Sequence[Detection], min_size: float = spec.DETECTOR_MIN_FACE,
+              limit: int = spec.MAX_FACES_PER_FRAME) -> List[Detection]:
+    """Every confident face at least `min_size` pixels on its shorter side, largest first, at most `limit`."""
+    ok = [f for f in faces if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= min_size]
+    return sorted(ok, key=lambda f: (-f.area, -f.score))[:limit]

@@ -18,10 +18,11 @@ from typing import Callable, Iterable, Iterator, List, Optional
 import numpy as np
 
 from ..errors import DfserveError, NoFaceError, VideoError
-from .chunk import FrameRecord, VideoTally, same_size_runs
+from .chunk import FrameRecord, VideoTally, records_from_faces, same_size_runs
 from .decode import DecodeStats, VideoInfo, iter_frames, probe
-from .faces import choose_faces, classifier_input, crop_faces, detector_input
+from .faces import classifier_input, crop_faces, detector_input, faces_per_frame
 from .options import FACES_MODES, NO_FACE_MODES, ScoreOptions  # noqa: F401 (re-exported)
+from .tracking import IoUTracker
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class VideoJob:
     info: Optional[VideoInfo] = None
     stats: DecodeStats = field(default_factory=DecodeStats)
     tally: Optional[VideoTally] = None
+    tracker: Optional[IoUTracker] = None
     expected: Optional[int] = None
     error: Optional[dict] = None
     t0: float = field(default_factory=time.perf_counter)
@@ -50,7 +52,12 @@ def error_dict(exc: BaseException) -> dict:
 
 
 def new_tally(opts: ScoreOptions, sink=None) -> VideoTally:
-    return VideoTally(opts.head, opts.no_face, opts.timeline, sink)
+    return VideoTally(opts.head, opts.no_face, opts.timeline, sink, min_track=opts.min_track)
+
+
+def new_tracker(opts: ScoreOptions) -> Optional[IoUTracker]:
+    """A face tracker per video with --faces all; None otherwise."""
+    return IoUTracker() if opts.faces == "all" else None
 
 
 def expected_frames(opts: ScoreOptions, info: Optional[VideoInfo]) -> Optional[int]:
@@ -86,10 +93,12 @@ class Scorer:
         return detector_input(frames, self.opt.detect_max_side)
 
     def locate(self, frames, prep=None) -> list:
-        """The chosen face (Detection or None) of each frame of one same-size run."""
+        """The faces scored in each frame of one same-size run: lists of Detection (one at most with
+        --faces largest)."""
         x, scale = prep if prep is not None else detector_input(frames, self.opt.detect_max_side)
         loc, scores = self.rt.detect(x)
-        return choose_faces(loc, scores, x.shape[2], x.shape[3], scale, self.opt.detect_threshold)
+        return faces_per_frame(loc, scores, x.shape[2], x.shape[3], scale, self.opt.detect_threshold,
+                               self.opt.faces, self.opt.min_face)
 
     def crop(self, frames, boxes) -> list:
         return list(crop_faces(frames, boxes, self.opt.margin))
@@ -165,13 +174,14 @@ class Scorer:
                 kind, job = msg[0], msg[1]
                 if kind == "start":
                     job.tally = new_tally(self.opt)
+                    job.tracker = new_tracker(self.opt)
                     job.expected = expected_frames(self.opt, job.info)
                     job.t0 = time.perf_counter()
                 elif kind == "chunk":
                     if job.failed:
                         continue
                     try:
-                        recs = self._stage(msg[2], msg[3], msg[4])
+                        recs = self._stage(job, msg[2], msg[3], msg[4])
                         job.tally.add(recs)
                         pending.extend((job, r) for r in recs if r.pending)
                     except Exception as exc:  # noqa: BLE001
@@ -193,20 +203,20 @@ class Scorer:
             for w in workers:
                 w.join(timeout=5)
 
-    def _stage(self, indices: List[int], frames, prep) -> List[FrameRecord]:
-        """One same-size run -> records with face boxes and crops for the classifier."""
+    def _stage(self, job: VideoJob, indices: List[int], frames, prep) -> List[FrameRecord]:
+        """One same-size run -> records with face boxes (and tracks) and crops for the classifier."""
         if self.opt.faces == "precropped":
             recs = [FrameRecord(i, True) for i in indices]
-            faces = [None] * len(indices)
+            todo = [(r, k) for k, r in enumerate(recs)]
         else:
-            faces = self.locate(frames, prep)
-            recs = [FrameRecord(i, f is not None, None if f is None else f.box) for i, f in zip(indices, faces)]
-        keep = [k for k, r in enumerate(recs) if r.has_face or self.opt.no_face == "frame"]
-        if keep:
-            sel = frames[keep] if not isinstance(frames, (list, tuple)) else [frames[k] for k in keep]
-            crops = self.crop(sel, [recs[k].box for k in keep])
-            for k, c in zip(keep, crops):
-                recs[k].crop = c
+            recs, todo = records_from_faces(indices, self.locate(frames, prep), self.opt.no_face, job.tracker)
+        if todo:
+            if isinstance(frames, (list, tuple)):
+                sel = [frames[k] for _, k in todo]
+            else:
+                sel = frames[[k for _, k in todo]]
+            for (r, _), c in zip(todo, self.crop(sel, [r.box for r, _ in todo])):
+                r.crop = c
         return recs
 
     def _classify(self, pending: List[tuple], n: int) -> List[tuple]:
@@ -260,6 +270,9 @@ def make_row(job: VideoJob, opts: ScoreOptions, model_id: str) -> dict:
         "warning": job.stats.warning,
         "error": job.error,
     }
+    if opts.faces == "all":
+        row["faces"] = tally.faces() if tally else []
+        row["decided_by"] = tally.decided_by if tally else None
     if opts.timeline:
         row["timeline"] = tally.sorted_timeline() if tally else []
     return row

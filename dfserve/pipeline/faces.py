@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import spec
 from ..contract import normalize_faces, resize_bgr
-from .detection import Detection, choose_face, detections
+from .detection import Detection, all_faces, choose_face, detections
 
 
 def detector_size(height: int, width: int, max_side: int = spec.DETECTOR_MAX_SIDE) -> Tuple[int, int, float]:
@@ -43,6 +43,16 @@ def choose_faces(loc: np.ndarray, scores: np.ndarray, height: int, width: int, s
                  threshold: float = spec.DETECTOR_SCORE_THRESHOLD) -> List[Optional[Detection]]:
     """Raw detector outputs for a batch (input size height x width) -> the chosen face of each image."""
     return [choose_face(f) for f in detections(loc, scores, height, width, threshold=threshold, scale=scale)]
+
+
+def faces_per_frame(loc: np.ndarray, scores: np.ndarray, height: int, width: int, scale: float,
+                    threshold: float = spec.DETECTOR_SCORE_THRESHOLD, mode: str = "largest",
+                    min_face: float = spec.DETECTOR_MIN_FACE) -> List[List[Detection]]:
+    """Raw detector outputs -> the faces scored in each image: the largest one (`largest`) or all (`all`)."""
+    dets = detections(loc, scores, height, width, threshold=threshold, scale=scale)
+    if mode == "all":
+        return [all_faces(f, min_face) for f in dets]
+    return [[c] if (c := choose_face(f, min_face)) is not None else [] for f in dets]
 
 
 def locate_faces(detect_fn, frames: Sequence[np.ndarray], max_side: int = spec.DETECTOR_MAX_SIDE,

@@ -8,23 +8,44 @@ Scorer's own, so the rows match.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import DfserveError, VideoError
-from .chunk import FrameRecord, records_from_outputs, score_chunk
+from .chunk import FrameRecord, records_from_faces, records_from_outputs, score_chunk
 from .decode import iter_frames, probe
-from .engine import ScoreOptions, VideoJob, error_dict, expected_frames, make_row, new_tally
-from .faces import faces_for_classifier
+from .engine import ScoreOptions, VideoJob, error_dict, expected_frames, make_row, new_tally, new_tracker
+from .faces import classifier_input, crop_faces, detector_input, faces_for_classifier, faces_per_frame
 
 log = logging.getLogger(__name__)
 
 # frames uint8 [B,H,W,3] (one size) -> (boxes float32 [B,4], has_face bool [B], logits float32 [B,2])
 FramesFn = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]
+# images float32 [B,3,h,w] -> (loc [B,A,4], scores [B,A]);  faces float32 [N,3,112,112] -> logits [N,2]
+DetectFn = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
+ClassifyFn = Callable[[np.ndarray], np.ndarray]
 
 
-def precropped_frames_fn(classify: Callable[[np.ndarray], np.ndarray]) -> FramesFn:
+@dataclass
+class FramesModels:
+    """The remote models one video is scored with: the fused frames model (largest face per frame), and
+    the detector and classifier on their own (pre-cropped videos; every face with --faces all)."""
+
+    frames_fn: Optional[FramesFn] = None
+    detect_fn: Optional[DetectFn] = None
+    classify_fn: Optional[ClassifyFn] = None
+
+    def stage(self, opts: ScoreOptions, tracker=None):
+        if opts.faces == "precropped":
+            return frames_stage(precropped_frames_fn(self.classify_fn))
+        if opts.faces == "all":
+            return detect_classify_stage(self.detect_fn, self.classify_fn, opts, tracker)
+        return frames_stage(self.frames_fn)
+
+
+def precropped_frames_fn(classify: ClassifyFn) -> FramesFn:
     """For --faces precropped: every frame is the face; only the classifier runs."""
 
     def fn(frames: np.ndarray):
@@ -44,12 +65,34 @@ def frames_stage(frames_fn: FramesFn) -> Callable[[Sequence[int], object], List[
     return stage
 
 
-def score_video_frames(path: str, opts: ScoreOptions, frames_fn: FramesFn, model_id: str,
+def detect_classify_stage(detect_fn: DetectFn, classify_fn: ClassifyFn, opts: ScoreOptions, tracker=None):
+    """A chunk-core stage from a detector and a classifier: every face (--faces all) or the largest."""
+
+    def stage(indices, frames):
+        frames = list(frames)
+        x, scale = detector_input(frames, opts.detect_max_side)
+        loc, scores = detect_fn(x)
+        faces = faces_per_frame(loc, scores, x.shape[2], x.shape[3], scale, opts.detect_threshold, opts.faces,
+                                opts.min_face)
+        recs, todo = records_from_faces(indices, faces, opts.no_face, tracker)
+        if todo:
+            crops = crop_faces([frames[k] for _, k in todo], [r.box for r, _ in todo], opts.margin)
+            logits = np.asarray(classify_fn(classifier_input(crops)), np.float32).reshape(len(todo), -1)
+            if not np.isfinite(logits).all():
+                raise ValueError("the classifier returned non-finite logits")
+            for (r, _), z in zip(todo, logits):
+                r.logits = z
+        return recs
+
+    return stage
+
+
+def score_video_frames(path: str, opts: ScoreOptions, models: FramesModels, model_id: str,
                        sink=None, display_path: Optional[str] = None, on_progress=None) -> dict:
-    """Decode `path`, run `frames_fn` on each same-size run of sampled frames, tally, return the row."""
+    """Decode `path`, run the models on each same-size run of sampled frames, tally, return the row."""
     job = VideoJob(display_path or path, 0)
-    job.tally = new_tally(opts, sink)
-    stage = frames_stage(frames_fn)
+    job.tally = new_tally(opts, sink if opts.faces != "all" else None)
+    stage = models.stage(opts, new_tracker(opts))
     try:
         job.info = probe(path, count_if_unknown=opts.sample.needs_frame_count)
         job.expected = expected_frames(opts, job.info)

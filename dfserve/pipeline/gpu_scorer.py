@@ -16,7 +16,7 @@ import numpy as np
 from .. import spec
 from .decode import DecodeStats, VideoInfo, iter_frames
 from .engine import ScoreOptions, Scorer
-from .faces import choose_faces
+from .faces import faces_per_frame
 from .sampling import SamplePolicy
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,8 @@ class TorchScorer(Scorer):
         batch = torch.stack(list(frames)) if isinstance(frames, (list, tuple)) else frames
         x, scale = self.rt.frames_to_detector(batch, self.opt.detect_max_side)
         loc, scores = self.rt.detect_tensor(x)
-        return choose_faces(loc.cpu().numpy(), scores.cpu().numpy(), x.shape[2], x.shape[3], scale,
-                            self.opt.detect_threshold)
+        return faces_per_frame(loc.cpu().numpy(), scores.cpu().numpy(), x.shape[2], x.shape[3], scale,
+                               self.opt.detect_threshold, self.opt.faces, self.opt.min_face)
 
     def crop(self, frames, boxes) -> list:
         import torch

@@ -13,18 +13,19 @@ from .. import spec
 from ..errors import UsageError
 from .sampling import SamplePolicy, parse_policy
 
-FACES_MODES = ("detect", "precropped")
+FACES_MODES = ("largest", "all", "precropped")
+FACES_ALIASES = {"detect": "largest"}  # the name before multi-face scoring
 NO_FACE_MODES = ("skip", "frame")
 
 # Options a caller of a server may set per request; the rest are the server's (repository config).
-REQUEST_FIELDS = ("sample", "head", "faces", "no_face", "timeline", "chunk")
+REQUEST_FIELDS = ("sample", "head", "faces", "no_face", "timeline", "chunk", "min_face", "min_track")
 
 
 @dataclass
 class ScoreOptions:
     sample: SamplePolicy = field(default_factory=lambda: parse_policy("all"))
     head: str = spec.DEFAULT_HEAD
-    faces: str = "detect"  # detect | precropped
+    faces: str = "largest"  # largest (one face a frame, the seed's) | all (every face, tracked) | precropped
     no_face: str = "skip"  # skip (left out of the verdict) | frame (classify the whole frame, as the seed)
     margin: float = 0.0
     timeline: bool = False
@@ -33,10 +34,13 @@ class ScoreOptions:
     detect_max_side: int = spec.DETECTOR_MAX_SIDE
     detect_threshold: float = spec.DETECTOR_SCORE_THRESHOLD
     decode_workers: int = 2
+    min_face: float = spec.DETECTOR_MIN_FACE  # pixels (shorter side); smaller faces are ignored
+    min_track: int = spec.DEFAULT_MIN_TRACK  # --faces all: shorter tracks are reported but do not decide
 
     def __post_init__(self):
         if isinstance(self.sample, str):
             self.sample = parse_policy(self.sample)
+        self.faces = FACES_ALIASES.get(self.faces, self.faces)
 
     def validate(self) -> "ScoreOptions":
         if self.head not in spec.HEADS:
@@ -45,6 +49,12 @@ class ScoreOptions:
             raise UsageError(f"--faces must be one of {', '.join(FACES_MODES)}, got {self.faces!r}")
         if self.no_face not in NO_FACE_MODES:
             raise UsageError(f"--no-face must be one of {', '.join(NO_FACE_MODES)}, got {self.no_face!r}")
+        if self.faces == "all" and self.no_face == "frame":
+            raise UsageError("--no-face frame (classify whole frames) applies to --faces largest, not --faces all")
+        if not 0 <= self.min_face <= 4096:
+            raise UsageError(f"--min-face must be between 0 and 4096 pixels, got {self.min_face}")
+        if int(self.min_track) < 1:
+            raise UsageError(f"--min-track must be at least 1 frame, got {self.min_track}")
         if not 0.0 <= self.margin <= 2.0:
             raise UsageError(f"--margin must be between 0 and 2 (fraction of the box size), got {self.margin}")
         if not 0.0 < self.detect_threshold < 1.0:
@@ -62,7 +72,8 @@ class ScoreOptions:
         """From `dfserve score`'s argparse namespace (see commands.add_score_options)."""
         return cls(sample=parse_policy(args.sample), head=args.head, faces=args.faces, no_face=args.no_face,
                    margin=args.margin, timeline=args.timeline, batch=args.batch,
-                   detect_max_side=args.detect_size, decode_workers=args.decode_workers).validate()
+                   detect_max_side=args.detect_size, decode_workers=args.decode_workers,
+                   min_face=args.min_face, min_track=args.min_track).validate()
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -269,7 +269,7 @@ class DeepfakeVideo(_Model):
         self.model_id = json.loads(info.read_text())["model_id"] if info.is_file() else "unknown"
 
     def run(self, x):
-        from ..pipeline.frames_scoring import precropped_frames_fn, score_video_frames
+        from ..pipeline.frames_scoring import FramesModels, score_video_frames
         from ..pipeline.options import REQUEST_FIELDS, ScoreOptions
 
         data = x[T.VIDEO].reshape(-1)[0]
@@ -287,13 +287,19 @@ class DeepfakeVideo(_Model):
             r = bls_call(pb, spec.DEEPFAKE_FRAMES.name, {T.FRAMES: frames}, [T.BOXES, T.HAS_FACE, T.LOGITS])
             return r[T.BOXES], r[T.HAS_FACE].reshape(-1), r[T.LOGITS]
 
-        def classify(faces):
-            return bls_call(pb, spec.FRAME_CLASSIFIER.name, {T.FACES: faces}, [T.LOGITS])[T.LOGITS]
+        def detect(images):
+            r = bls_call(pb, spec.FACE_DETECTOR.name, {T.IMAGES: images}, [T.LOC, T.SCORES])
+            return r[T.LOC], r[T.SCORES]
 
-        fn = precropped_frames_fn(classify) if opts.faces == "precropped" else frames_fn
+        def classify(faces):
+            mb = spec.FRAME_CLASSIFIER.max_batch_size
+            return np.concatenate([bls_call(pb, spec.FRAME_CLASSIFIER.name, {T.FACES: faces[i:i + mb]}, [T.LOGITS])[T.LOGITS]
+                                   for i in range(0, len(faces), mb)]) if len(faces) else np.zeros((0, 2), np.float32)
+
+        models = FramesModels(frames_fn=frames_fn, detect_fn=detect, classify_fn=classify)
         suffix = Path(name).suffix or ".bin"
         with tempfile.NamedTemporaryFile(suffix=suffix) as f:
             f.write(data if isinstance(data, bytes) else bytes(data))
             f.flush()
-            row = score_video_frames(f.name, opts, fn, self.model_id, display_path=name)
+            row = score_video_frames(f.name, opts, models, self.model_id, display_path=name)
         return {T.RESULT: np.array([json.dumps(row).encode()], dtype=np.object_)}
