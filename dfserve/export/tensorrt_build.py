@@ -44,7 +44,10 @@ def _profile(builder, network, name: str):
 
 
 class FaceCalibrator:
-    """INT8 entropy calibrator fed with real, normalised face crops (float32 [N,3,112,112])."""
+    """INT8 entropy calibrator fed with real, normalised face crops (float32 [N,3,112,112]).
+
+    Implicit quantization: deprecated since TensorRT 10.1 ("superseded by explicit quantization"),
+    removed in 11 (build_engine says so before building)."""
 
     def __new__(cls, faces: np.ndarray, cache: Path, batch: int = 32):
         trt = _trt()
@@ -63,6 +66,7 @@ class FaceCalibrator:
                 if self.pos + self.batch > len(self.faces):
                     return None
                 self.dev.copy_(torch.from_numpy(self.faces[self.pos:self.pos + self.batch]))
+                torch.cuda.current_stream().synchronize()  # TensorRT reads it on its own stream
                 self.pos += self.batch
                 return [int(self.dev.data_ptr())]
 

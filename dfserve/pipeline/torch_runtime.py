@@ -69,8 +69,12 @@ class TorchRuntime:
                 self.cls(static_in)
         torch.cuda.current_stream().wait_stream(s)
         g = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(g):
+        # capture on the warm-up stream (library handles made there are reused, as make_graphed_callables
+        # does); thread_local: CUDA work of other threads (decode workers of another scorer) cannot
+        # invalidate this capture. Each graph keeps its own memory pool: they replay in any order.
+        with torch.no_grad(), torch.cuda.graph(g, stream=s, capture_error_mode="thread_local"):
             static_out = self.cls(static_in)
+        torch.cuda.current_stream().wait_stream(s)
         self._graphs[batch] = (g, static_in, static_out)
 
     def _graph_for(self, n: int):
