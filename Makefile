@@ -8,11 +8,12 @@ TORCH_PIP_ARGS ?=
 EXTRAS ?= export,serve,dev,bench
 STAMP  := $(VENV)/.dfserve-installed
 
-.PHONY: venv test test-all demo bench bench-full clean help
+.PHONY: venv test test-all demo bench bench-full bench-gpu clean help
 help:
 	@echo "make demo   - generate sample videos, export models, score them (main job)"
 	@echo "make test   - install into $(VENV) and run the CPU test suite (incl. real tritonserver tests)"
 	@echo "make bench  - side-by-side benchmark (seed pipeline vs dfserve), results in benchmarks/results/"
+	@echo "make bench-gpu [STEP=step1|step2|step3] - GPU run: wheels from .whl/, gpu tests, GPU benchmark"
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
@@ -42,6 +43,10 @@ bench: venv
 
 bench-full: venv
 	$(BIN)/dfserve bench --triton --perf-analyzer
+
+# on a GPU machine, no venv and no package index: see benchmarks/gpu/run.sh (--dry-run to see the plan)
+bench-gpu:
+	bash benchmarks/gpu/run.sh $(or $(STEP),all)
 
 clean:
 	rm -rf $(VENV) .cache demo_out

@@ -214,4 +214,12 @@ def _cmd_perf(args) -> int:
     return 0
 
 
-ALL = [_add_score, _add_demo, _add_repo, _add_serve, _add_perf, _add_bench]
+def _add_doctor(sub) -> None:
+    p = sub.add_parser("doctor", help="what this machine can run (GPUs, NVDEC, TensorRT, onnxruntime, OpenVINO, Triton) "
+                                      "and which dfserve options will work here")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-decode-test", action="store_true", help="skip NVDEC's decode of a generated clip")
+    p.set_defaults(func=lambda a: __import__("dfserve.doctor", fromlist=["run"]).run(a))
+
+
+ALL = [_add_score, _add_demo, _add_repo, _add_serve, _add_perf, _add_bench, _add_doctor]

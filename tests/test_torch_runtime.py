@@ -73,6 +73,7 @@ def test_classifier_matches_onnx_per_frame(device, seed_model, ort_runtime):
 
 @pytest.mark.gpu
 def test_nvdec_decodes_the_same_frames_as_pyav(videos):
+    pytest.importorskip("PyNvVideoCodec")
     from dfserve.pipeline.decode import DecodeStats, iter_frames, probe
     from dfserve.pipeline.gpu_scorer import iter_frames_nvdec
 

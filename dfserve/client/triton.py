@@ -137,7 +137,7 @@ class DeepfakeClient:
             if shm and t.dtype == "uint8" and nbytes > (1 << 20):
                 self._to_shm(i, a, nbytes)
             else:
-                i.set_data_from_numpy(a)
+                i.set_data_from_numpy(_host(a))  # a small CUDA tensor goes by value
             ins.append(i)
         return ins
 

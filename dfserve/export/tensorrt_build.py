@@ -39,12 +39,15 @@ def _profile(builder, network, name: str):
         lo, opt, hi = spec.FACE_DETECTOR.trt_batch_profile
         (h0, w0), (h1, w1), (h2, w2) = spec.FACE_DETECTOR.trt_hw_profile
         prof.set_shape("images", (lo, 3, h0, w0), (opt, 3, h1, w1), (hi, 3, h2, w2))
-    assert isinstance(trt.__version__, str)
     return prof
 
 
+
 class FaceCalibrator:
-    """INT8 entropy calibrator fed with real, normalised face crops (float32 [N,3,112,112])."""
+    """INT8 entropy calibrator fed with real, normalised face crops (float32 [N,3,112,112]).
+
+    Implicit quantization: deprecated since TensorRT 10.1 ("superseded by explicit quantization"),
+    removed in 11 (build_engine says so before building)."""
 
     def __new__(cls, faces: np.ndarray, cache: Path, batch: int = 32):
         trt = _trt()
@@ -63,6 +66,7 @@ class FaceCalibrator:
                 if self.pos + self.batch > len(self.faces):
                     return None
                 self.dev.copy_(torch.from_numpy(self.faces[self.pos:self.pos + self.batch]))
+                torch.cuda.current_stream().synchronize()  # TensorRT reads it on its own stream
                 self.pos += self.batch
                 return [int(self.dev.data_ptr())]
 
@@ -101,22 +105,37 @@ def calibration_faces_from_videos(videos: Sequence[str], models_dir: Path, n: in
 def build_engine(onnx_path: Path, plan_path: Path, name: str, fp16: bool = False, int8_faces: Optional[np.ndarray] = None,
                  workspace_gb: float = 4.0) -> Path:
     trt = _trt()
+    # Precision flags first, so a TensorRT that cannot do what was asked fails before a long build.
+    # TensorRT 11 builds strongly typed networks only: BuilderFlag.FP16/INT8 and the INT8 calibrators
+    # are gone; precision comes from the ONNX's own types (a mixed-precision or QDQ ONNX).
+    if fp16 and not hasattr(trt.BuilderFlag, "FP16"):
+        raise ExportValidationError(f"TensorRT {trt.__version__} has no FP16 builder flag (strongly typed networks "
+                                    "only, TensorRT >= 11): build without --fp16, or use TensorRT 10.x "
+                                    "(e.g. the tritonserver 24.xx-25.xx containers)")
+    if int8_faces is not None and not hasattr(trt, "IInt8EntropyCalibrator2"):
+        raise ExportValidationError(f"TensorRT {trt.__version__} has no implicit INT8 calibration (removed in "
+                                    "TensorRT 11; quantize the ONNX explicitly with Q/DQ nodes instead)")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
+    # 0: TensorRT 10 networks are always explicit-batch (NetworkDefinitionCreationFlag.EXPLICIT_BATCH is
+    # deprecated and ignored), so no flag is needed.
     network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
+    if not parser.parse_from_file(str(onnx_path)):  # from the file: external weights resolve beside it
         errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ExportValidationError(f"{onnx_path}: TensorRT cannot parse it: {errs}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     cache_path = plan_path.parent / TIMING_CACHE
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):  # made on another GPU/version: start afresh
+        log.warning("%s does not match this GPU or TensorRT; starting a new timing cache", cache_path)
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     config.add_optimization_profile(_profile(builder, network, name))
-    if int8_faces is not None:
+    if int8_faces is not None:  # implicit quantization: deprecated since TensorRT 10.1, still works in 10.x
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = FaceCalibrator(int8_faces, plan_path.with_suffix(".calib"))
         config.set_calibration_profile(_profile(builder, network, name))
@@ -131,30 +150,38 @@ def build_engine(onnx_path: Path, plan_path: Path, name: str, fp16: bool = False
 
 
 def run_engine(plan_path: Path, inputs: dict) -> dict:
-    """Run an engine once (torch CUDA tensors as I/O buffers)."""
+    """Run an engine once (torch CUDA tensors as I/O buffers, the TensorRT 10 name-based API:
+    set_input_shape / set_tensor_address / execute_async_v3; the binding-index API is gone)."""
     trt = _trt()
     import torch
 
+    dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
+              trt.int64: torch.int64, trt.int8: torch.int8, trt.uint8: torch.uint8, trt.bool: torch.bool}
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(plan_path.read_bytes())
+    if engine is None:
+        raise ExportValidationError(f"{plan_path}: TensorRT could not deserialize this engine (built by another "
+                                    "TensorRT version or for another GPU?)")
     ctx = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
     bufs = {}
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-            t = torch.from_numpy(np.ascontiguousarray(inputs[name])).cuda()
-            ctx.set_input_shape(name, tuple(t.shape))
-            bufs[name] = t
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
-            bufs[name] = torch.empty(tuple(ctx.get_tensor_shape(name)), device="cuda", dtype=torch.float32)
+    for name in (n for n in names if is_input[n]):
+        want = dtypes[engine.get_tensor_dtype(name)]
+        t = torch.from_numpy(np.ascontiguousarray(inputs[name])).to("cuda", want)
+        ctx.set_input_shape(name, tuple(t.shape))
+        bufs[name] = t
+    for name in (n for n in names if not is_input[n]):
+        bufs[name] = torch.empty(tuple(ctx.get_tensor_shape(name)), device="cuda",
+                                 dtype=dtypes[engine.get_tensor_dtype(name)])
     for name, t in bufs.items():
         ctx.set_tensor_address(name, int(t.data_ptr()))
     stream = torch.cuda.Stream()
-    ctx.execute_async_v3(stream.cuda_stream)
+    stream.wait_stream(torch.cuda.current_stream())  # the uploads above ran on the current stream
+    if not ctx.execute_async_v3(stream.cuda_stream):
+        raise ExportValidationError(f"{plan_path}: execute_async_v3 failed")
     stream.synchronize()
-    return {k: v.cpu().numpy() for k, v in bufs.items() if k not in inputs}
+    return {k: v.float().cpu().numpy() for k, v in bufs.items() if not is_input[k]}
 
 
 def build_engines(models_dir: str | Path, fp16: bool = False, int8: bool = False, calib: Sequence[str] = (),

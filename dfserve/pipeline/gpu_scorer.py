@@ -16,26 +16,56 @@ import numpy as np
 from .. import spec
 from .decode import DecodeStats, VideoInfo, iter_frames
 from .engine import ScoreOptions, Scorer
-from .faces import faces_per_frame
 from .sampling import SamplePolicy
 
 log = logging.getLogger(__name__)
 
 
-def nvdec_available() -> bool:
+def nvdec_status() -> Tuple[bool, str]:
+    """(usable, why): can NVDEC decode here? PyNvVideoCodec must import (it loads the NVIDIA driver's
+    libnvcuvid at import, so it fails where no driver is) and torch must see a CUDA device."""
     try:
-        import PyNvVideoCodec  # noqa: F401
-    except Exception:  # noqa: BLE001 - it fails to import where no NVIDIA driver is
-        return False
-    return True
+        import PyNvVideoCodec as nvc
+    except ModuleNotFoundError:
+        return False, "PyNvVideoCodec is not installed (pip install 'dfserve[gpu]' or pynvvideocodec==2.2.4)"
+    except Exception as exc:  # noqa: BLE001 - it fails to import where no NVIDIA driver is
+        return False, f"PyNvVideoCodec does not import ({type(exc).__name__}: {exc}); it needs an NVIDIA driver"
+    try:
+        import torch
+    except Exception:  # noqa: BLE001
+        return False, "torch is not installed: frames decoded by NVDEC are handed to torch through DLPack"
+    if not torch.cuda.is_available():
+        return False, "torch.cuda.is_available() is False (no GPU, or a CPU build of torch)"
+    return True, f"PyNvVideoCodec {getattr(nvc, '__version__', '?')} with CUDA device 0"
+
+
+def nvdec_available() -> bool:
+    return nvdec_status()[0]
+
+
+def _frames_to_bgr_batch(frames):
+    """PyNvVideoCodec 2.2's SimpleDecoder returns a *list* of DecodedFrame (no batched surface exists in
+    its API: see SimpleDecoder.get_batch_frames, "DecodedFrame[]"). Each one is a zero-copy DLPack view
+    ([H,W,3] RGB uint8, device memory); one stack copies them into a batch we own, one flip gives
+    OpenCV's BGR. Both are single kernels on the GPU."""
+    import torch
+
+    rgb = torch.stack([torch.from_dlpack(f) for f in frames])  # [B,H,W,3] RGB uint8 on the GPU
+    return rgb.flip(-1)  # BGR, as OpenCV gives it (the seed's channel order); flip returns a new tensor
 
 
 def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeStats, chunk: int = 16,
                       gpu_id: int = 0) -> Iterator[Tuple[List[int], "object"]]:
     """Decode with NVDEC (PyNvVideoCodec SimpleDecoder); yield (indices, uint8 BGR [B,H,W,3] CUDA tensor).
 
-    Sparse policies (every:K with large K, fps:R, uniform:N, first:N) fetch only the frames they keep
-    by index, which lets the decoder seek to the nearest key frame instead of decoding everything.
+    One SimpleDecoder, hence one NVDEC session, per video: the scorer's decode workers decode several
+    videos at once, each on its own session. 'all' decodes sequential batches (get_batch_frames); sparse
+    policies fetch only the frames they keep by index (get_batch_frames_by_index), which lets the
+    decoder seek to the nearest key frame instead of decoding everything.
+
+    The decoder's frames are its own buffers: the batch copy made from them is finished (a CUDA event
+    on this thread's stream) before the decoder is asked for more, and the frames are referenced until
+    then, so a later decode can never overwrite pixels still being copied.
     """
     import PyNvVideoCodec as nvc
     import torch
@@ -47,45 +77,69 @@ def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
                                 output_color_type=nvc.OutputColorType.RGB)
     except Exception as exc:  # noqa: BLE001
         raise VideoError(f"{path}: NVDEC cannot decode this video ({exc})") from exc
-    n = len(dec) if info.n_frames is None else info.n_frames
-    sampler = policy.sampler(info.fps, n)
+    total = len(dec)
+    n = total if info.n_frames is None else info.n_frames
     stats.frames_decoded = 0
+    pending = None  # (event, frames) of the previous batch
 
-    def to_bgr(frames):
-        rgb = torch.stack([torch.from_dlpack(f) for f in frames])  # [B,H,W,3] RGB uint8 on the GPU
-        return rgb.flip(-1).contiguous()  # BGR, as OpenCV gives it (the seed's channel order)
+    def settle():
+        nonlocal pending
+        if pending is not None:
+            pending[0].synchronize()
+            pending = None
 
-    if policy.kind == "all":  # sequential: decode in batches, no seeking
-        i = 0
-        while True:
-            try:
-                frames = dec.get_batch_frames(chunk)
-            except Exception as exc:  # noqa: BLE001
-                if i == 0:
-                    raise VideoError(f"{path}: corrupt video, NVDEC decoded no frame ({exc})") from exc
-                stats.warning = f"decoding stopped after frame {i - 1}: {exc}"
-                return
-            if not frames:
-                break
-            idx = list(range(i, i + len(frames)))
-            i += len(frames)
-            stats.frames_decoded = i
-            yield idx, to_bgr(frames)
-        if i == 0:
-            raise VideoError(f"{path}: no frame could be decoded (truncated or corrupt video)")
-        return
-    wanted = sampler.expected() or []
-    for start in range(0, len(wanted), chunk):  # sparse policies: fetch by index (the decoder seeks)
-        idx = wanted[start:start + chunk]
-        try:
-            frames = dec.get_batch_frames_by_index(idx)
-        except Exception as exc:  # noqa: BLE001
-            if stats.frames_decoded == 0:
-                raise VideoError(f"{path}: corrupt video, NVDEC decoded no frame ({exc})") from exc
-            stats.warning = f"decoding stopped after frame {idx[0] - 1}: {exc}"
+    def batch(frames):
+        nonlocal pending
+        with torch.cuda.device(gpu_id):
+            out = _frames_to_bgr_batch(frames)
+            ev = torch.cuda.Event()
+            ev.record()
+        pending = (ev, frames)
+        return out
+
+    try:
+        if policy.kind == "all":  # sequential: decode in batches, no seeking
+            i = 0
+            while True:
+                settle()
+                try:
+                    frames = dec.get_batch_frames(chunk)
+                except Exception as exc:  # noqa: BLE001
+                    if i == 0:
+                        raise VideoError(f"{path}: corrupt video, NVDEC decoded no frame ({exc})") from exc
+                    stats.warning = f"decoding stopped after frame {i - 1}: {exc}"
+                    return
+                if not frames:
+                    break
+                idx = list(range(i, i + len(frames)))
+                i += len(frames)
+                stats.frames_decoded = i
+                yield idx, batch(frames)
+            if i == 0:
+                raise VideoError(f"{path}: no frame could be decoded (truncated or corrupt video)")
             return
-        stats.frames_decoded = idx[-1] + 1
-        yield idx, to_bgr(frames)
+        # sparse policies: fetch by index (the decoder seeks). SimpleDecoder drops indices outside
+        # [0, len) with a warning and returns the rest, so ask only for those.
+        wanted = [k for k in (policy.sampler(info.fps, n).expected() or []) if 0 <= k < total]
+        for start in range(0, len(wanted), chunk):
+            idx = wanted[start:start + chunk]
+            settle()
+            try:
+                frames = dec.get_batch_frames_by_index(idx)
+            except Exception as exc:  # noqa: BLE001
+                if stats.frames_decoded == 0:
+                    raise VideoError(f"{path}: corrupt video, NVDEC decoded no frame ({exc})") from exc
+                stats.warning = f"decoding stopped after frame {idx[0] - 1}: {exc}"
+                return
+            if len(frames) != len(idx):
+                stats.warning = f"NVDEC returned {len(frames)} of the {len(idx)} frames asked for at {idx[0]}"
+                idx = idx[:len(frames)]
+                if not idx:
+                    return
+            stats.frames_decoded = idx[-1] + 1
+            yield idx, batch(frames)
+    finally:
+        settle()
 
 
 def iter_frames_uploaded(path, policy, info, stats, chunk=16, device="cuda"):
@@ -108,34 +162,61 @@ class TorchScorer(Scorer):
         else:
             self.iter_frames = lambda *a: iter_frames_uploaded(*a, device=dev)
             self.decoder = "pyav"
+        import torch
+
+        self._torch = torch
         log.info("torch runtime on %s (%s), decoder %s", dev, "fp16" if runtime.fp16 else "fp32", self.decoder)
 
     def detector_prep(self, frames):
         return None  # the detector input is made on the device, in locate()
 
     def locate(self, frames, prep=None) -> list:
-        import torch
-
-        batch = torch.stack(list(frames)) if isinstance(frames, (list, tuple)) else frames
-        x, scale = self.rt.frames_to_detector(batch, self.opt.detect_max_side)
-        loc, scores = self.rt.detect_tensor(x)
-        return faces_per_frame(loc.cpu().numpy(), scores.cpu().numpy(), x.shape[2], x.shape[3], scale,
-                               self.opt.detect_threshold, self.opt.faces, self.opt.min_face)
+        batch, index = as_batch(frames)
+        if index is not None:
+            batch = batch.index_select(0, self._torch.as_tensor(index, device=batch.device))
+        return self.rt.locate(batch, self.opt.detect_max_side, self.opt.detect_threshold, self.opt.faces,
+                              self.opt.min_face)
 
     def crop(self, frames, boxes) -> list:
-        import torch
-
-        out: List = []
-        # frames of one chunk share their size: one batched call
-        batch = torch.stack(list(frames)) if isinstance(frames, (list, tuple)) else frames
-        faces = self.rt.crop_resize(batch, boxes, self.opt.margin)
-        out.extend(faces.unbind(0))
-        return out
+        # The engine hands the kept frames of a chunk as a list of views of the decoded batch: crop them
+        # from that batch by index (no stacking copy), the whole chunk in one batched operation.
+        batch, index = as_batch(frames)
+        faces = self.rt.crop_resize(batch, boxes, self.opt.margin, index=index)
+        return list(faces.unbind(0))
 
     def faces_to_logits(self, faces: list) -> np.ndarray:
-        import torch
+        batch, index = as_batch(faces)
+        if index is not None:
+            batch = batch.index_select(0, self._torch.as_tensor(index, device=batch.device))
+        return self.rt.classify_tensor(batch).cpu().numpy()  # the only per-batch device-to-host copy
 
-        return self.rt.classify_tensor(torch.stack(faces)).cpu().numpy()
+
+def as_batch(items):
+    """A tensor batch for `items` (a tensor, or a list of tensors of one shape): (batch, index).
+
+    When every item is a view `base[i]` of one 4-D/5-D batch (what indexing a decoded chunk gives), the
+    base and the indices come back and nothing is copied; index is None when the items are the whole
+    base in order. Otherwise the items are stacked (one copy)."""
+    import torch
+
+    if torch.is_tensor(items):
+        return items, None
+    items = list(items)
+    base = items[0]._base if items else None
+    if base is not None and base.dim() == items[0].dim() + 1 and base.stride(0) > 0:
+        step, off0 = base.stride(0), base.storage_offset()
+        shape, strides = tuple(base.shape[1:]), tuple(base.stride()[1:])
+        index = []
+        for t in items:
+            d = t.storage_offset() - off0
+            if t._base is not base or d % step or tuple(t.shape) != shape or tuple(t.stride()) != strides:
+                break
+            index.append(d // step)
+        else:
+            if index == list(range(base.shape[0])):
+                return base, None
+            return base, index
+    return torch.stack(items), None
 
 
-__all__ = ["TorchScorer", "iter_frames_nvdec", "nvdec_available", "spec"]
+__all__ = ["TorchScorer", "as_batch", "iter_frames_nvdec", "nvdec_available", "nvdec_status", "spec"]

@@ -10,7 +10,7 @@ Interface, as every runtime: `detect(images [B,3,h,w] float BGR 0..255) -> (loc,
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import threading
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -46,6 +46,8 @@ class TorchRuntime:
             det = det.to(memory_format=torch.channels_last)
         self.cls, self.det = cls, det
         self._graphs: Dict[int, tuple] = {}
+        self._graph_lock = threading.Lock()  # replay writes shared static buffers
+        self._priors: Dict[tuple, object] = {}
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # fixed shapes per batch size: let cuDNN pick kernels
             for b in cuda_graph_batches:
@@ -53,6 +55,9 @@ class TorchRuntime:
 
     # ------------------------------------------------------------------------------ CUDA graphs
     def _capture(self, batch: int) -> None:
+        """Capture the classifier for one batch size, as torch's CUDA-graphs notes prescribe: warm up on a
+        side stream (cuDNN autotuning and the allocator settle there), then capture into a static
+        input/output pair. Replays copy into the static input and read the static output."""
         torch = self.torch
         static_in = torch.zeros(batch, 3, spec.FACE_SIZE, spec.FACE_SIZE, device=self.device, dtype=self.dtype)
         static_in = static_in.contiguous(memory_format=torch.channels_last)
@@ -63,34 +68,52 @@ class TorchRuntime:
                 self.cls(static_in)
         torch.cuda.current_stream().wait_stream(s)
         g = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(g):
+        # capture on the warm-up stream (library handles made there are reused, as make_graphed_callables
+        # does); thread_local: CUDA work of other threads (decode workers of another scorer) cannot
+        # invalidate this capture. Each graph keeps its own memory pool: they replay in any order.
+        with torch.no_grad(), torch.cuda.graph(g, stream=s, capture_error_mode="thread_local"):
             static_out = self.cls(static_in)
+        torch.cuda.current_stream().wait_stream(s)
         self._graphs[batch] = (g, static_in, static_out)
+
+    def _graph_for(self, n: int):
+        """The smallest captured batch size >= n (the remainder is padded), else the largest one."""
+        sizes = sorted(self._graphs)
+        for b in sizes:
+            if b >= n:
+                return b
+        return sizes[-1]
 
     # -------------------------------------------------------------------------------- networks
     def classify_tensor(self, faces):
-        """faces: [B,3,112,112] normalised tensor on the device -> logits float32 [B,2] on the device."""
+        """faces: [B,3,112,112] normalised tensor on the device -> logits float32 [B,2] on the device.
+
+        With CUDA graphs, every chunk runs a captured graph: full chunks of the largest size, the tail
+        padded up to the next captured size (no eager call with a new shape, which would make cuDNN
+        autotune again). `copy_` into the static input converts dtype and layout in the same kernel."""
         torch = self.torch
-        faces = faces.to(self.device, self.dtype)
-        if self.cuda:
-            faces = faces.contiguous(memory_format=torch.channels_last)
-        out = []
-        with torch.no_grad():
+        n = faces.shape[0]
+        if n == 0:
+            return torch.zeros(0, spec.NUM_CLASSES, device=self.device)
+        faces = faces.to(self.device, non_blocking=True)
+        if not self._graphs:
+            x = faces.to(self.dtype)
+            if self.cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad():
+                return self.cls(x).float()
+        out = torch.empty(n, spec.NUM_CLASSES, device=self.device, dtype=torch.float32)
+        with torch.no_grad(), self._graph_lock:
             i = 0
-            while i < faces.shape[0]:
-                n = faces.shape[0] - i
-                fit = [b for b in sorted(self._graphs) if b <= n]
-                if fit:
-                    b = fit[-1]
-                    g, sin, sout = self._graphs[b]
-                    sin.copy_(faces[i:i + b])
-                    g.replay()
-                    out.append(sout.float().clone())
-                    i += b
-                else:
-                    out.append(self.cls(faces[i:]).float())
-                    i = faces.shape[0]
-        return torch.cat(out) if out else torch.zeros(0, spec.NUM_CLASSES, device=self.device)
+            while i < n:
+                b = self._graph_for(n - i)
+                k = min(b, n - i)
+                g, sin, sout = self._graphs[b]
+                sin[:k].copy_(faces[i:i + k])
+                g.replay()
+                out[i:i + k].copy_(sout[:k])
+                i += k
+        return out
 
     def classify(self, faces: np.ndarray) -> np.ndarray:
         return self.classify_tensor(self.torch.from_numpy(faces)).cpu().numpy()
@@ -111,14 +134,36 @@ class TorchRuntime:
 
     # --------------------------------------------------------------------- device-side helpers
     def frames_to_detector(self, frames, max_side: int = spec.DETECTOR_MAX_SIDE):
-        return frames_to_detector(frames, max_side)
+        return frames_to_detector(frames, max_side, channels_last=self.cuda)
 
-    def crop_resize(self, frames, boxes: List[Optional[np.ndarray]], margin: float = 0.0):
-        return crop_resize(frames, boxes, margin)
+    def crop_resize(self, frames, boxes: List[Optional[np.ndarray]], margin: float = 0.0, index=None):
+        return crop_resize(frames, boxes, margin, index=index, dtype=self.dtype)
+
+    def locate(self, frames, max_side: int = spec.DETECTOR_MAX_SIDE,
+               threshold: float = spec.DETECTOR_SCORE_THRESHOLD, mode: str = "largest",
+               min_face: float = spec.DETECTOR_MIN_FACE) -> list:
+        """uint8 BGR frames [B,H,W,3] on the device -> the faces scored in each frame (lists of Detection:
+        the largest one, or all with mode="all"), as `faces.faces_per_frame` gives them.
+
+        Thresholding and box decoding run on the device; only the candidates above the threshold
+        (a few per frame) come back to the host, in one copy, for NMS and the face choice."""
+        x, scale = self.frames_to_detector(frames, max_side)
+        loc, scores = self.detect_tensor(x)
+        key = (x.shape[2], x.shape[3])
+        pri = self._priors.get(key)
+        if pri is None:
+            from .detection import anchors
+
+            pri = self._priors[key] = self.torch.tensor(anchors(*key), device=self.device)
+        return choose_from_candidates(*detector_candidates(loc, scores, pri, key[0], key[1], threshold),
+                                      n_images=x.shape[0], scale=scale, mode=mode, min_face=min_face)
 
 
-def frames_to_detector(frames, max_side: int = spec.DETECTOR_MAX_SIDE):
-    """uint8 BGR frames [B,H,W,3] (tensor, any device) -> detector input [B,3,h,w] float, and the scale."""
+def frames_to_detector(frames, max_side: int = spec.DETECTOR_MAX_SIDE, channels_last: bool = False):
+    """uint8 BGR frames [B,H,W,3] (tensor, any device) -> detector input [B,3,h,w] float, and the scale.
+
+    The resize runs in float32 (8-bit rounding as on the CPU path). With `channels_last` the result
+    keeps the frames' NHWC memory layout (what the detector on the GPU wants) instead of a copy to NCHW."""
     import torch.nn.functional as F
 
     from .faces import detector_size
@@ -127,30 +172,151 @@ def frames_to_detector(frames, max_side: int = spec.DETECTOR_MAX_SIDE):
     x = frames.permute(0, 3, 1, 2).float()
     if scale < 1.0:
         x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).round_().clamp_(0, 255)
-    return x.contiguous(), scale
+    return (x if channels_last else x.contiguous()), scale
 
 
-def crop_resize(frames, boxes: List[Optional[np.ndarray]], margin: float = 0.0):
-    """Crop each frame's face (whole frame where None), resize to 112x112 and normalise, on the frames' device.
+def crop_boxes(boxes: Sequence[Optional[np.ndarray]], height: int, width: int, margin: float = 0.0) -> np.ndarray:
+    """`faces.crop_box` for a whole batch at once: int64 [N,4] (top, bottom, left, right); None -> whole frame."""
+    n = len(boxes)
+    b = np.zeros((n, 4), np.float64)
+    whole = np.array([x is None for x in boxes], dtype=bool)
+    for k, x in enumerate(boxes):
+        if x is not None:
+            b[k] = np.asarray(x, np.float64)[:4]
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    if margin:
+        mw, mh = (x2 - x1) * margin, (y2 - y1) * margin
+        x1, y1, x2, y2 = x1 - mw, y1 - mh, x2 + mw, y2 + mh
+    left = np.maximum(0, np.round(x1)).astype(np.int64)  # np.round and round() both round half to even
+    top = np.maximum(0, np.round(y1)).astype(np.int64)
+    right = np.minimum(width, np.round(x2)).astype(np.int64)
+    bottom = np.minimum(height, np.round(y2)).astype(np.int64)
+    bad = whole | (right - left < 2) | (bottom - top < 2)
+    out = np.stack([top, bottom, left, right], 1)
+    out[bad] = (0, height, 0, width)
+    return out
 
+
+def _aa_weights(torch, in_len, out_size: int, max_in: int):
+    """Antialiased-bilinear resampling matrices [N, out_size, max_in] for N inputs of lengths `in_len`
+    (columns past an input's length are zero): the weights torch's `interpolate(antialias=True)` and
+    PIL's bilinear filter use (support = scale when shrinking, 1 when enlarging; normalised)."""
+    L = in_len.to(torch.float64).view(-1, 1, 1)
+    scale = L / out_size
+    support = torch.where(scale >= 1.0, scale, torch.ones_like(scale))
+    invscale = torch.where(scale >= 1.0, 1.0 / scale, torch.ones_like(scale))
+    center = scale * (torch.arange(out_size, device=L.device, dtype=torch.float64).view(1, -1, 1) + 0.5)
+    xmin = torch.clamp(torch.trunc(center - support + 0.5), min=0)
+    xmax = torch.minimum(torch.trunc(center + support + 0.5), L)
+    j = torch.arange(max_in, device=L.device, dtype=torch.float64).view(1, 1, -1)
+    w = torch.clamp(1.0 - ((j - center + 0.5) * invscale).abs(), min=0.0)
+    w = w * ((j >= xmin) & (j < xmax))
+    total = w.sum(-1, keepdim=True)
+    return (w / torch.where(total == 0, torch.ones_like(total), total)).to(torch.float32)
+
+
+def _resize_crops(torch, frames, fidx, tblr: np.ndarray, size: int):
+    """Crops of different sizes from uint8 frames [N,H,W,3] -> float [n,3,size,size] 0..255, all in a
+    few batched ops: one gather of the crops (padded to the largest), the separable resampling as two
+    batched matrix products with 8-bit rounding after each pass, PIL's pass order chosen per crop."""
+    dev = frames.device
+    t = torch.from_numpy(tblr).to(dev)
+    h, w = t[:, 1] - t[:, 0], t[:, 3] - t[:, 2]
+    hm, wm = int((tblr[:, 1] - tblr[:, 0]).max()), int((tblr[:, 3] - tblr[:, 2]).max())
+    rows = torch.clamp(t[:, :1] + torch.arange(hm, device=dev).view(1, -1), max=frames.shape[1] - 1)
+    cols = torch.clamp(t[:, 2:3] + torch.arange(wm, device=dev).view(1, -1), max=frames.shape[2] - 1)
+    crops = frames[fidx.view(-1, 1, 1), rows.view(-1, hm, 1), cols.view(-1, 1, wm)]  # [n,hm,wm,3] uint8
+    x = crops.permute(0, 3, 1, 2).float()  # [n,3,hm,wm]
+    wy = _aa_weights(torch, h, size, hm).unsqueeze(1)  # [n,1,size,hm]
+    wxt = _aa_weights(torch, w, size, wm).transpose(1, 2).unsqueeze(1)  # [n,1,wm,size]
+
+    def q(v):
+        return v.round_().clamp_(0, 255)
+
+    vertical_first = q(torch.matmul(q(torch.matmul(wy, x)), wxt))
+    horizontal_first = q(torch.matmul(wy, q(torch.matmul(x, wxt))))
+    # Pillow runs the vertical pass first when it shrinks more vertically (and does shrink)
+    sy, sx = h.double() / size, w.double() / size
+    vfirst = ((sy > 1.0) & (sy > sx)).view(-1, 1, 1, 1)
+    return torch.where(vfirst, vertical_first, horizontal_first)
+
+
+def crop_resize(frames, boxes: Sequence[Optional[np.ndarray]], margin: float = 0.0, index=None, dtype=None):
+    """Crop each face (whole frame where None), resize to 112x112 and normalise, on the frames' device.
+
+    frames: uint8 BGR [N,H,W,3] tensor; box k is cut from frame `index[k]` (default: frame k).
     Antialiased bilinear in PIL's manner (two passes, 8-bit rounding); ImageNet statistics; BGR.
-    Returns float32 [B,3,112,112].
+    The whole batch is done in a handful of tensor operations (no per-face Python or kernels):
+    whole frames share one batched `interpolate`, faces one gather and two batched matmuls.
+    Returns [B,3,112,112] in `dtype` (float32 by default).
     """
     import torch
     import torch.nn.functional as F
 
-    from .faces import crop_box
-
     dev = frames.device
+    n = len(boxes)
+    size = spec.FACE_SIZE
     H, W = frames.shape[1], frames.shape[2]
-    out = torch.empty(len(boxes), 3, spec.FACE_SIZE, spec.FACE_SIZE, device=dev)
-    x = frames.permute(0, 3, 1, 2).float()
-    for k, b in enumerate(boxes):
-        t, btm, l, r = (0, H, 0, W) if b is None else crop_box(b, H, W, margin)
-        out[k] = _pil_like_resize(F, x[k:k + 1, :, t:btm, l:r], spec.FACE_SIZE)[0]
+    if index is None:
+        if frames.shape[0] != n:
+            raise ValueError(f"crop_resize: {n} boxes for {frames.shape[0]} frames and no index")
+        fidx = torch.arange(n, device=dev)
+    else:
+        fidx = torch.as_tensor(index, dtype=torch.long).to(dev)
+    tblr = crop_boxes(boxes, H, W, margin)
+    whole = (tblr[:, 0] == 0) & (tblr[:, 1] == H) & (tblr[:, 2] == 0) & (tblr[:, 3] == W)
+    out = torch.empty(n, 3, size, size, device=dev)
+    if whole.any():
+        k = torch.from_numpy(np.nonzero(whole)[0]).to(dev)
+        x = frames.index_select(0, fidx.index_select(0, k)).permute(0, 3, 1, 2).float()
+        out.index_copy_(0, k, _pil_like_resize(F, x, size))
+    if not whole.all():
+        k = torch.from_numpy(np.nonzero(~whole)[0]).to(dev)
+        out.index_copy_(0, k, _resize_crops(torch, frames, fidx.index_select(0, k), tblr[~whole], size))
     mean = torch.tensor(spec.NORM_MEAN, device=dev).view(1, 3, 1, 1)
     std = torch.tensor(spec.NORM_STD, device=dev).view(1, 3, 1, 1)
-    return (out / 255.0 - mean) / std
+    res = (out / 255.0 - mean) / std
+    return res if dtype is None else res.to(dtype)
+
+
+def detector_candidates(loc, scores, priors, height: int, width: int, threshold: float):
+    """Detector outputs on the device -> numpy [M,6] rows (image, score, x1, y1, x2, y2) of the anchors
+    above the threshold, boxes decoded on the device; one device-to-host copy for the whole batch."""
+    import torch
+
+    from .detection import decode_boxes
+
+    nz = torch.nonzero(scores > threshold)
+    b, a = nz[:, 0], nz[:, 1]
+    boxes = decode_boxes(loc[b, a], priors[a], height, width)
+    packed = torch.cat([b.to(boxes.dtype).unsqueeze(1), scores[b, a].unsqueeze(1), boxes], 1)
+    return (packed.cpu().numpy(),)
+
+
+def choose_from_candidates(packed: np.ndarray, n_images: int, scale: float, mode: str = "largest",
+                           min_face: float = spec.DETECTOR_MIN_FACE) -> list:
+    """Host side of detection: NMS of each image's candidates, then the faces scored in each image
+    (the same result as `faces.faces_per_frame` on the full outputs)."""
+    from .detection import Detection, all_faces, choose_face, nms
+
+    out: List = [[] for _ in range(n_images)]
+    if packed.shape[0] == 0:
+        return out
+    img = packed[:, 0].astype(np.int64)
+    cuts = np.searchsorted(img, np.arange(n_images + 1))
+    for k in range(n_images):
+        rows = packed[cuts[k]:cuts[k + 1]]
+        if rows.shape[0] == 0:
+            continue
+        boxes, sc = rows[:, 2:6], rows[:, 1]
+        keep = nms(boxes, sc)
+        dets = [Detection(boxes[i] / scale, float(sc[i])) for i in keep]
+        if mode == "all":
+            out[k] = all_faces(dets, min_face)
+        else:
+            c = choose_face(dets, min_face)
+            out[k] = [c] if c is not None else []
+    return out
 
 
 def require_cuda_error():

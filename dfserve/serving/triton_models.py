@@ -33,8 +33,11 @@ class BLSError(RuntimeError):
 
 def bls_call(pb, model: str, inputs: Dict[str, np.ndarray], outputs: List[str]) -> Dict[str, np.ndarray]:
     """Call another model of this server and check its answer; errors name the failing model."""
+    kw = {}
+    if hasattr(pb, "PreferredMemory"):  # gpu flavor: ask for host outputs (the default is the producer's device)
+        kw["preferred_memory"] = pb.PreferredMemory(pb.TRITONSERVER_MEMORY_CPU, 0)
     req = pb.InferenceRequest(model_name=model, inputs=[pb.Tensor(k, np.ascontiguousarray(v)) for k, v in inputs.items()],
-                              requested_output_names=list(outputs))
+                              requested_output_names=list(outputs), **kw)
     resp = req.exec()
     if resp.has_error():
         raise BLSError(f"model {model!r} failed: {resp.error().message()}")
@@ -43,8 +46,15 @@ def bls_call(pb, model: str, inputs: Dict[str, np.ndarray], outputs: List[str]) 
         t = pb.get_output_tensor_by_name(resp, name)
         if t is None:
             raise BLSError(f"model {model!r} returned no output {name!r}")
-        out[name] = t.as_numpy()
+        out[name] = t.as_numpy() if t.is_cpu() else _gpu_to_numpy(t)
     return out
+
+
+def _gpu_to_numpy(t) -> np.ndarray:
+    """A python-backend tensor in GPU memory (as_numpy() refuses those) -> numpy, through DLPack."""
+    import torch
+
+    return torch.from_dlpack(t.to_dlpack()).cpu().numpy()
 
 
 class _Model:
@@ -64,7 +74,8 @@ class _Model:
             import torch
 
             self.torch = torch
-            torch.cuda.set_device(int(args.get("model_instance_device_id", 0)))
+            self.device = torch.device("cuda", int(args.get("model_instance_device_id", 0)))
+            torch.cuda.set_device(self.device)
         self.setup()
 
     def setup(self):
@@ -77,7 +88,10 @@ class _Model:
             if x is None:
                 raise ValueError(f"missing input {t.name!r}")
             if self.cuda and t.dtype != "bytes":
-                out[t.name] = self.torch.from_dlpack(x.to_dlpack())
+                # FORCE_CPU_ONLY_INPUT_TENSORS=no: an input may still arrive in CPU memory (the python
+                # backend does not promise GPU), so move it to this instance's GPU where it is not there
+                v = self.torch.from_dlpack(x.to_dlpack())
+                out[t.name] = v if not x.is_cpu() else v.to(self.device, non_blocking=True)
             else:
                 out[t.name] = x.as_numpy()
         return out
