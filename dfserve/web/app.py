@@ -321,9 +321,9 @@ def create_app(settings: WebSettings):
         if job["status"] in ("queued", "running"):
             raise ApiError(409, "NotFinished", f"the job is {job['status']}; the timeline comes when it is done")
         row = job["result"] or {}
-        if "timeline" not in row:
-            raise ApiError(404, "NoTimeline", "this job was run without timeline=true"
-                           if not (job["error"]) else "the job failed: no timeline")
+        if not row.get("timeline"):
+            raise ApiError(404, "NoTimeline", "the job failed before any frame was decoded: no timeline"
+                           if job["error"] else "this job was run with timeline=false")
         return {"id": job_id, "fps": row.get("fps"), "frames_decoded": row.get("frames_decoded"),
                 "timeline": row["timeline"]}
 

@@ -154,7 +154,7 @@
     const w = $("warning"); w.textContent = r.warning || ""; w.hidden = !r.warning;
     showError(job.error ? words(200, job.error) : "");
     let timeline = null;
-    if (job.status === "done" && job.links) {
+    if (job.links && job.result) {
       try { timeline = await api(job.links.timeline); } catch (e) { timeline = null; }
     }
     drawTimeline(timeline, r);

@@ -1,0 +1,116 @@
+"""The page in a real headless Chromium (Debian's chromium + chromedriver, driven by Selenium)."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("httpx")
+webdriver = pytest.importorskip("selenium.webdriver")
+
+from webserver import WebServer  # noqa: E402
+
+pytestmark = [pytest.mark.web, pytest.mark.browser]
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+SCREENSHOT = Path(__file__).parent.parent / "docs" / "web-result.png"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+        pytest.skip("Debian's chromium / chromium-driver are not installed (make browser-deps)")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="dfserve-chromium-")
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", "--window-size=1000,1400"):
+        opts.add_argument(flag)
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    drv.set_page_load_timeout(60)
+    yield drv
+    drv.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(exported, tmp_path_factory):
+    srv = WebServer(exported.out_dir, tmp_path_factory.mktemp("web browser") / "data").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    from dfserve import samples
+
+    d = tmp_path_factory.mktemp("browser clips")
+    return {"face": samples.make_face_video(d / "astronaut clip.mp4", n_frames=30, width=320, height=180)["path"],
+            "noface": samples.make_noface_video(d / "coffee.mp4", n_frames=10, width=320, height=180)["path"]}
+
+
+def _upload(browser, server, path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(server.url + "/")
+    browser.find_element(By.ID, "file").send_keys(str(path))
+
+
+def test_page_upload_verdict_and_timeline(browser, server, clips, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _upload(browser, server, clips["face"])
+    wait = WebDriverWait(browser, 180)
+    wait.until(lambda d: d.find_element(By.ID, "verdict").text in ("FAKE", "REAL"))
+    svg = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "svg#timeline")))
+    assert int(svg.get_attribute("data-scored")) == 30
+    assert len(svg.find_elements(By.CSS_SELECTOR, "circle.pt")) == 30
+    wait.until(lambda d: d.execute_script(
+        "const i = document.querySelectorAll('#thumbs img'); return i.length > 0 && "
+        "[...i].every(x => x.complete && x.naturalWidth > 0);"))
+    verdict = browser.find_element(By.ID, "verdict").text
+    conf = browser.find_element(By.ID, "confidence").text
+    p_fake = float(browser.find_element(By.ID, "p-fake").text)
+    assert conf.endswith("%") and 50 <= float(conf.split()[0]) <= 100
+    assert (p_fake >= 0.5) == (verdict == "FAKE")
+    assert browser.find_element(By.ID, "upload-progress").get_attribute("value") == "1"
+    assert "astronaut clip.mp4" in browser.find_element(By.ID, "jobs").text
+    assert browser.find_element(By.ID, "download").get_attribute("href").startswith("blob:")
+    assert "option sample" in browser.find_element(By.ID, "details").text
+    # the same result as the API's
+    import httpx
+
+    job_id = browser.execute_script("return location.hash.slice(1)")
+    api = httpx.get(f"{server.url}/v1/jobs/{job_id}").json()
+    assert api["result"]["label"] == verdict and f"{api['result']['p_fake']:.4f}" == f"{p_fake:.4f}"
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1000, min(max(height + 40, 800), 2400))
+    shot = SCREENSHOT if os.environ.get("DFSERVE_UPDATE_SCREENSHOT") else tmp_path / "web-result.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(shot))
+    # phone-sized: nothing wider than the screen
+    browser.set_window_size(390, 844)
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+    browser.set_window_size(1000, 1400)
+
+
+def test_page_explains_errors_in_words(browser, server, clips):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _upload(browser, server, clips["noface"])
+    err = WebDriverWait(browser, 120).until(
+        lambda d: d.find_element(By.ID, "error").is_displayed() and d.find_element(By.ID, "error"))
+    assert "No face was found" in err.text
+    assert browser.find_element(By.ID, "verdict").text == "NO VERDICT"
