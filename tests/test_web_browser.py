@@ -54,8 +54,20 @@ def clips(tmp_path_factory):
     from dfserve import samples
 
     d = tmp_path_factory.mktemp("browser clips")
-    return {"face": samples.make_face_video(d / "astronaut clip.mp4", n_frames=30, width=320, height=180)["path"],
-            "noface": samples.make_noface_video(d / "coffee.mp4", n_frames=10, width=320, height=180)["path"]}
+    face = samples.make_face_video(d / "face.mp4", n_frames=32, width=320, height=180)["path"]
+    noface = samples.make_noface_video(d / "coffee.mp4", n_frames=8, width=320, height=180)["path"]
+    # 20 face frames, the 8 coffee frames (no face), 12 face frames: the timeline shows a gap and grey ticks
+    f, n = _frames(face), _frames(noface)
+    mixed = d / "astronaut and coffee.mp4"
+    samples.write_video(mixed, f[:20] + n + f[20:])
+    return {"mixed": str(mixed), "noface": noface}
+
+
+def _frames(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return [fr.to_ndarray(format="bgr24") for fr in c.decode(video=0)]
 
 
 def _upload(browser, server, path):
@@ -70,12 +82,14 @@ def test_page_upload_verdict_and_timeline(browser, server, clips, tmp_path):
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    _upload(browser, server, clips["face"])
+    _upload(browser, server, clips["mixed"])
     wait = WebDriverWait(browser, 180)
     wait.until(lambda d: d.find_element(By.ID, "verdict").text in ("FAKE", "REAL"))
     svg = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "svg#timeline")))
-    assert int(svg.get_attribute("data-scored")) == 30
-    assert len(svg.find_elements(By.CSS_SELECTOR, "circle.pt")) == 30
+    assert int(svg.get_attribute("data-scored")) == 32
+    assert len(svg.find_elements(By.CSS_SELECTOR, "circle.pt")) == 32
+    assert len(svg.find_elements(By.CSS_SELECTOR, "rect.noface")) == 8  # the coffee frames, marked
+    assert len(svg.find_elements(By.CSS_SELECTOR, "polyline.line")) == 2  # no line through them
     wait.until(lambda d: d.execute_script(
         "const i = document.querySelectorAll('#thumbs img'); return i.length > 0 && "
         "[...i].every(x => x.complete && x.naturalWidth > 0);"))
@@ -85,7 +99,8 @@ def test_page_upload_verdict_and_timeline(browser, server, clips, tmp_path):
     assert conf.endswith("%") and 50 <= float(conf.split()[0]) <= 100
     assert (p_fake >= 0.5) == (verdict == "FAKE")
     assert browser.find_element(By.ID, "upload-progress").get_attribute("value") == "1"
-    assert "astronaut clip.mp4" in browser.find_element(By.ID, "jobs").text
+    assert "astronaut and coffee.mp4" in browser.find_element(By.ID, "jobs").text
+    assert "32 of 40 frames scored" in browser.find_element(By.ID, "frames-line").text
     assert browser.find_element(By.ID, "download").get_attribute("href").startswith("blob:")
     assert "option sample" in browser.find_element(By.ID, "details").text
     # the same result as the API's
@@ -95,7 +110,7 @@ def test_page_upload_verdict_and_timeline(browser, server, clips, tmp_path):
     api = httpx.get(f"{server.url}/v1/jobs/{job_id}").json()
     assert api["result"]["label"] == verdict and f"{api['result']['p_fake']:.4f}" == f"{p_fake:.4f}"
     height = browser.execute_script("return document.documentElement.scrollHeight")
-    browser.set_window_size(1000, min(max(height + 40, 800), 2400))
+    browser.set_window_size(1000, min(max(height + 200, 800), 2600))
     shot = SCREENSHOT if os.environ.get("DFSERVE_UPDATE_SCREENSHOT") else tmp_path / "web-result.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(shot))

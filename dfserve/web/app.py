@@ -101,6 +101,7 @@ def create_app(settings: WebSettings):
     runner = Runner(store, s.uploads, s.thumbs, s.config, s.base_options, workers=s.workers, queue_size=s.queue,
                     first_scorer=s.first_scorer)
     max_bytes = int(s.max_upload_mb * 2**20)
+    model_id = getattr(s.first_scorer, "model_id", None)
     stop_cleaner = threading.Event()
 
     def cleanup_once() -> int:
@@ -210,7 +211,7 @@ def create_app(settings: WebSettings):
         d.update(WEB_DEFAULTS)
         return {"max_upload_bytes": max_bytes, "request_fields": list(REQUEST_FIELDS),
                 "defaults": {k: d[k] for k in REQUEST_FIELDS}, "workers": runner.n_workers,
-                "queue_size": runner.queue_size, "retention_s": s.retention_s}
+                "queue_size": runner.queue_size, "retention_s": s.retention_s, "model": model_id}
 
     async def drain(request: Request) -> None:
         if request.headers.get("expect", "").lower() == "100-continue":

@@ -198,7 +198,7 @@
     const fps = tl.fps || row.fps;
     for (const f of [0, 0.25, 0.5, 0.75, 1]) {
       const i = Math.round(maxI * f);
-      svg.appendChild(el("text", { x: x(i), y: H - B + 14, "text-anchor": "middle" },
+      svg.appendChild(el("text", { x: x(i), y: H - B + 14, "text-anchor": f === 0 ? "start" : f === 1 ? "end" : "middle" },
                          fps ? (i / fps).toFixed(1) + " s" : String(i)));
     }
     svg.appendChild(el("text", { x: (W + L) / 2, y: H - 4, "text-anchor": "middle" },
@@ -293,6 +293,8 @@
     try {
       config = await api("/v1/config");
       $("limit").textContent = "(up to " + mb(config.max_upload_bytes) + ")";
+      $("model").textContent = config.model ? "model " + config.model : "";
+      $("untrained").hidden = !(config.model && config.model.startsWith("UNTRAINED"));
       const d = config.defaults || {};
       for (const k of ["sample", "head", "faces", "no_face"]) if (d[k] != null && $("opt-" + k)) $("opt-" + k).value = d[k];
     } catch (e) { if (e.status !== 401) showError(e.message); }
