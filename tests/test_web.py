@@ -95,6 +95,53 @@ def test_options_from_form():
             options_from_form(bad, base)
 
 
+def test_store_requeues_running_jobs_and_gives_up_on_poison(tmp_path):
+    from dfserve.web.store import JobStore
+
+    st = JobStore(tmp_path / "jobs.sqlite3")
+    for jid in ("a", "b", "c"):
+        st.add(jid, f"{jid}.mp4", f"{jid}.mp4", 10, "{}")
+    st.mark_running("a")
+    st.finish("a", "done", {"label": "REAL"}, None, [])
+    st.mark_running("b")
+    st.close()
+    st = JobStore(tmp_path / "jobs.sqlite3")  # "restart"
+    assert st.requeue_running() == ["b", "c"] and st.get("a")["result"] == {"label": "REAL"}
+    for _ in range(2):  # b dies with the server twice more
+        st.mark_running("b")
+        st.requeue_running()
+    st.mark_running("b")
+    assert st.requeue_running() == ["c"]
+    assert st.get("b")["status"] == "failed" and st.get("b")["error"]["type"] == "InternalError"
+
+
+def test_progress_hook_prefers_the_scorers_own_callback():
+    from dfserve.web.runner import attach_progress
+
+    seen = []
+
+    class WithHook:
+        on_progress = None
+
+    s = WithHook()
+    detach = attach_progress(s, lambda path, done: seen.append((path, done)))
+    s.on_progress("v.mp4", 16, 40)
+    detach()
+    assert seen == [("v.mp4", 16)] and s.on_progress is None
+
+    class WithFrames:
+        @staticmethod
+        def iter_frames(path, *a, **kw):
+            yield [0, 1], ["f0", "f1"]
+            yield [2], ["f2"]
+
+    s = WithFrames()
+    detach = attach_progress(s, lambda path, done: seen.append((path, done)))
+    assert [idx for idx, _ in s.iter_frames("w.mp4")] == [[0, 1], [2]]
+    detach()
+    assert seen[1:] == [("w.mp4", 2), ("w.mp4", 3)] and "iter_frames" not in s.__dict__
+
+
 # ------------------------------------------------------------------------------------- server
 def test_health_page_and_openapi(server, client):
     assert client.get("/healthz").json() == {"status": "ok"}

@@ -110,9 +110,12 @@ def create_app(settings: WebSettings):
             store.delete(job["id"])
             remove_job_files(s.uploads, s.thumbs, job)
             removed += 1
-        known = store.uploads()
+        known, ids = store.uploads(), store.ids()
         for f in s.uploads.iterdir():  # leftovers: partial uploads of a killed server, files of deleted jobs
             if f.name not in known and time.time() - f.stat().st_mtime > 3600:
+                f.unlink(missing_ok=True)
+        for f in s.thumbs.iterdir():  # <job id>-<k>.jpg of a job deleted while it was running
+            if f.name.rsplit("-", 1)[0] not in ids and time.time() - f.stat().st_mtime > 3600:
                 f.unlink(missing_ok=True)
         return removed
 
@@ -136,8 +139,10 @@ def create_app(settings: WebSettings):
         t.start()
         yield
         stop_cleaner.set()
-        runner.stop()
-        store.close()
+        if runner.stop():
+            store.close()
+        else:  # a worker is still inside a video: leave the store open for it; its job is re-queued next start
+            log.warning("stopping with a job still running; it will be re-run at the next start")
 
     app = FastAPI(title="dfserve", version="1", lifespan=lifespan,
                   description="Deepfake-video detection: upload a video, poll the job, read the verdict.")

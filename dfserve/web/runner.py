@@ -10,7 +10,7 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
@@ -92,6 +92,7 @@ class Runner:
         self._first_scorer = first_scorer  # built by the CLI to fail fast on bad model files
         self.started = time.time()
         self.jobs_done = 0
+        self._durations: "deque[float]" = deque(maxlen=20)  # seconds per recent job, for Retry-After
 
     # ----------------------------------------------------------------------------- admission
     def try_reserve(self) -> bool:
@@ -112,8 +113,9 @@ class Runner:
         self._q.put(job_id)
 
     def retry_after(self) -> int:
-        """Seconds a refused client should wait: about one job's time per worker, at least 1."""
-        return 5
+        """Seconds a refused client should wait: until about one queue slot frees (recent job times), 1..300."""
+        typical = sorted(self._durations)[len(self._durations) // 2] if self._durations else 5.0
+        return int(min(300, max(1, round(typical / self.n_workers))))
 
     @property
     def queued(self) -> int:
@@ -136,13 +138,16 @@ class Runner:
             t.start()
             self._threads.append(t)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop taking jobs; wait up to `timeout` for running ones. False if a job was still running (it stays
+        `running` in the store and is re-queued at the next start)."""
         self._stop.set()
         for _ in self._threads:
             self._q.put(_STOP)
         deadline = time.time() + timeout
         for t in self._threads:
             t.join(timeout=max(0.0, deadline - time.time()))
+        return not any(t.is_alive() for t in self._threads)
 
     def _work(self) -> None:
         scorers: "OrderedDict[str, object]" = OrderedDict()
@@ -193,6 +198,7 @@ class Runner:
         def on_frames(_path, done):
             self._progress[job_id] = (done, self._progress.get(job_id, (0, None))[1])
 
+        t0 = time.time()
         scorer = self._scorer(opts, scorers)
         detach = attach_progress(scorer, on_frames)
         try:
@@ -212,6 +218,7 @@ class Runner:
             remove_job_files(self.uploads, self.thumbs, {"upload": job["upload"], "thumbs": thumbs})
             return
         self.store.finish(job_id, status, row, row.get("error"), thumbs)
+        self._durations.append(time.time() - t0)
         self.jobs_done += 1
 
 

@@ -72,8 +72,16 @@ class JobStore:
                           None if thumbs is None else json.dumps(thumbs), job_id))
         return cur.rowcount == 1
 
-    def requeue_running(self) -> List[str]:
-        """After a restart: jobs left `running` go back to `queued`; returns every queued id, oldest first."""
+    def requeue_running(self, max_attempts: int = 3) -> List[str]:
+        """After a restart: jobs left `running` go back to `queued`; returns every queued id, oldest first.
+
+        A job that was running when the server died `max_attempts` times fails instead (a poison upload
+        must not take the server down forever).
+        """
+        err = json.dumps({"type": "InternalError", "message": f"the server stopped {max_attempts} times while "
+                                                              "scoring this job; not retried"})
+        self._exec("UPDATE jobs SET status='failed', finished=?, error=? WHERE status='running' AND attempts>=?",
+                   (time.time(), err, max_attempts))
         self._exec("UPDATE jobs SET status='queued', started=NULL WHERE status='running'")
         return [r["id"] for r in self._exec("SELECT id FROM jobs WHERE status='queued' ORDER BY created")]
 
@@ -102,6 +110,9 @@ class JobStore:
 
     def uploads(self) -> set:
         return {r["upload"] for r in self._exec("SELECT upload FROM jobs").fetchall()}
+
+    def ids(self) -> set:
+        return {r["id"] for r in self._exec("SELECT id FROM jobs").fetchall()}
 
     def count(self, status: Optional[str] = None) -> int:
         if status:

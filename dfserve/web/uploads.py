@@ -45,7 +45,7 @@ _NOT_VIDEO = [
     (b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF87a", "a GIF image"),
     (b"GIF89a", "a GIF image"), (b"%PDF-", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"),
     (b"\x1f\x8b", "a gzip archive"), (b"\x7fELF", "an executable"), (b"ID3", "an MP3 audio file"),
-    (b"fLaC", "a FLAC audio file"), (b"BM", None),
+    (b"fLaC", "a FLAC audio file"),
 ]
 
 
@@ -55,7 +55,7 @@ def sniff_not_video(head: bytes) -> Optional[str]:
     Only refuses what is certain: anything else goes to the decoder, which says precisely what is wrong.
     """
     for magic, what in _NOT_VIDEO:
-        if what and head.startswith(magic):
+        if head.startswith(magic):
             return what
     if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
         return "a WAV audio file"
