@@ -142,6 +142,21 @@ def test_progress_hook_prefers_the_scorers_own_callback():
     assert seen[1:] == [("w.mp4", 2), ("w.mp4", 3)] and "iter_frames" not in s.__dict__
 
 
+def test_import_direction_and_lazy_fastapi():
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent.parent / "dfserve"
+    for sub in ("pipeline", "export", "serving", "client"):
+        for f in (root / sub).rglob("*.py"):
+            text = f.read_text()
+            assert "dfserve.web" not in text and "from ..web" not in text and "from .web" not in text, f
+    code = ("import sys; from dfserve.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'torch') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
+
+
 # ------------------------------------------------------------------------------------- server
 def test_health_page_and_openapi(server, client):
     assert client.get("/healthz").json() == {"status": "ok"}

@@ -116,7 +116,10 @@ def test_page_upload_verdict_and_timeline(browser, server, clips, tmp_path):
     assert browser.save_screenshot(str(shot))
     # phone-sized: nothing wider than the screen
     browser.set_window_size(390, 844)
-    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+    wide = browser.execute_script(
+        "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > "
+        "window.innerWidth + 1).map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 5)")
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1"), wide
     browser.set_window_size(1000, 1400)
 
 

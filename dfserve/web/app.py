@@ -90,6 +90,7 @@ def options_from_form(form: dict, base: ScoreOptions) -> ScoreOptions:
 
 def create_app(settings: WebSettings):
     require("fastapi", "fastapi", "web")
+    require("python_multipart", "python-multipart", "web")  # the streaming upload parser
     from fastapi import FastAPI, Request
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
@@ -144,7 +145,8 @@ def create_app(settings: WebSettings):
         else:  # a worker is still inside a video: leave the store open for it; its job is re-queued next start
             log.warning("stopping with a job still running; it will be re-run at the next start")
 
-    app = FastAPI(title="dfserve", version="1", lifespan=lifespan,
+    # No /docs or /redoc: FastAPI's pages load Swagger/ReDoc from a CDN, and nothing here may need the internet.
+    app = FastAPI(title="dfserve", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Deepfake-video detection: upload a video, poll the job, read the verdict.")
     app.state.store, app.state.runner, app.state.settings = store, runner, s
 

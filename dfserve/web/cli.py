@@ -73,7 +73,7 @@ def run(args) -> int:
     app = create_app(settings)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
         log.warning("listening on %s without --token: anyone who can reach it can upload videos", args.host)
-    print(f"dfserve web: http://{args.host}:{args.port}/ (API /v1/jobs, OpenAPI /docs), data in {data_dir}"
+    print(f"dfserve web: http://{args.host}:{args.port}/ (API /v1/jobs, OpenAPI /openapi.json), data in {data_dir}"
           + (", token required" if token else ""), file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5,
                 access_log=args.log_level == "debug")
