@@ -115,6 +115,22 @@ def test_store_requeues_running_jobs_and_gives_up_on_poison(tmp_path):
     assert st.get("b")["status"] == "failed" and st.get("b")["error"]["type"] == "InternalError"
 
 
+def test_queue_bound_and_cancel_frees_a_slot(tmp_path):
+    from dfserve.pipeline.options import ScoreOptions
+    from dfserve.scoring import ScorerConfig
+    from dfserve.web.runner import Runner
+    from dfserve.web.store import JobStore
+
+    r = Runner(JobStore(tmp_path / "j.sqlite3"), tmp_path, tmp_path, ScorerConfig(), ScoreOptions(), queue_size=2)
+    assert r.try_reserve() and r.try_reserve() and not r.try_reserve()
+    r.enqueue("a")
+    r.enqueue("b")
+    r.cancel_queued("a")
+    r.cancel_queued("a")  # twice: still one slot
+    assert r.queued == 1 and r.try_reserve() and not r.try_reserve()
+    assert r._popped("a") is False and r._popped("b") is True and r.queued == 1
+
+
 def test_progress_hook_prefers_the_scorers_own_callback():
     from dfserve.web.runner import attach_progress
 

@@ -350,6 +350,8 @@ def create_app(settings: WebSettings):
         auth(request)
         job = job_or_404(job_id)
         store.delete(job_id)
+        if job["status"] == "queued":
+            runner.cancel_queued(job_id)
         remove_job_files(s.uploads, s.thumbs, job)
         return Response(status_code=204)
 

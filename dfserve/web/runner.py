@@ -85,6 +85,8 @@ class Runner:
         self._q: "queue.Queue" = queue.Queue()
         self._lock = threading.Lock()
         self._queued = 0  # jobs admitted and not yet picked by a worker (the bounded part)
+        self._pending: set = set()  # ids in the queue
+        self._cancelled: set = set()  # ids deleted while queued: skipped when popped
         self._progress: Dict[str, Tuple[int, Optional[int]]] = {}
         self._stop = threading.Event()
         self._threads = []
@@ -107,10 +109,29 @@ class Runner:
             self._queued = max(0, self._queued - 1)
 
     def enqueue(self, job_id: str, reserved: bool = True) -> None:
-        if not reserved:
-            with self._lock:
+        with self._lock:
+            if not reserved:
                 self._queued += 1
+            self._pending.add(job_id)
         self._q.put(job_id)
+
+    def cancel_queued(self, job_id: str) -> None:
+        """A queued job was deleted: free its queue slot now (the worker skips the id when it pops it)."""
+        with self._lock:
+            if job_id in self._pending:
+                self._pending.discard(job_id)
+                self._cancelled.add(job_id)
+                self._queued = max(0, self._queued - 1)
+
+    def _popped(self, job_id: str) -> bool:
+        """Account for a popped id; False when it was cancelled while queued."""
+        with self._lock:
+            if job_id in self._cancelled:
+                self._cancelled.discard(job_id)
+                return False
+            self._pending.discard(job_id)
+            self._queued = max(0, self._queued - 1)
+            return True
 
     def retry_after(self) -> int:
         """Seconds a refused client should wait: until about one queue slot frees (recent job times), 1..300."""
@@ -164,7 +185,8 @@ class Runner:
             job_id = self._q.get()
             if job_id is _STOP:
                 break
-            self.release()
+            if not self._popped(job_id):
+                continue
             try:
                 self._run(job_id, scorers)
             except Exception:  # noqa: BLE001 - the job fails, the worker lives on
