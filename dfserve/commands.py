@@ -222,4 +222,14 @@ def _add_doctor(sub) -> None:
     p.set_defaults(func=lambda a: __import__("dfserve.doctor", fromlist=["run"]).run(a))
 
 
-ALL = [_add_score, _add_demo, _add_repo, _add_serve, _add_perf, _add_bench, _add_doctor]
+def _add_web(sub) -> None:
+    from .web.cli import add_arguments, run
+
+    p = sub.add_parser("web", help="serve the upload page and the HTTP job API (loopback by default)",
+                       description="Upload a video in the browser or POST /v1/jobs, poll the job, read the verdict "
+                                   "and its per-frame timeline. Jobs persist in SQLite; uploads live under --data-dir.")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+ALL = [_add_score, _add_demo, _add_repo, _add_serve, _add_perf, _add_bench, _add_doctor, _add_web]

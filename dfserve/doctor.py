@@ -206,17 +206,10 @@ def probe_cuda_shm(torch_info: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _runtime_choices() -> List[str]:
-    """The --runtime choices `dfserve score` accepts in this version (read from its options)."""
-    import argparse
+    """The --runtime choices `dfserve score` accepts in this version (the runtime registry)."""
+    from .models import runtime_choices
 
-    from .commands import add_score_options
-
-    p = argparse.ArgumentParser(add_help=False)
-    add_score_options(p)
-    for a in p._actions:
-        if a.dest == "runtime" and a.choices:
-            return list(a.choices)
-    return []
+    return list(runtime_choices())
 
 
 # --------------------------------------------------------------------------------- what will work
