@@ -132,3 +132,27 @@ def test_page_explains_errors_in_words(browser, server, clips):
         lambda d: d.find_element(By.ID, "error").is_displayed() and d.find_element(By.ID, "error"))
     assert "No face was found" in err.text
     assert browser.find_element(By.ID, "verdict").text == "NO VERDICT"
+
+
+def test_page_draws_one_timeline_line_per_person(browser, server, tmp_path):
+    """--faces all through the page: one line per face track, and the deciding person is named."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from dfserve import samples
+
+    v = samples.make_multi_face_video(
+        tmp_path / "two people.mp4", [{"who": "astronaut", "scale": 0.6, "start": (10, 0), "end": (470, 10)},
+                                      {"who": "cameraman", "scale": 0.6, "start": (490, 190), "end": (20, 180)}],
+        n_frames=30)
+    browser.get(server.url + "/")
+    browser.execute_script("document.getElementById('opt-faces').value = 'all'")  # the (folded) options panel
+    browser.find_element(By.ID, "file").send_keys(v["path"])
+    wait = WebDriverWait(browser, 180)
+    wait.until(lambda d: d.find_element(By.ID, "verdict").text in ("FAKE", "REAL"))
+    svg = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "svg#timeline")))
+    tracks = {e.get_attribute("data-track") for e in svg.find_elements(By.CSS_SELECTOR, "polyline.line")}
+    assert tracks == {"0", "1"}
+    assert "(decides)" in svg.text and "person 0" in svg.text and "person 1" in svg.text
+    assert int(svg.get_attribute("data-scored")) == 60  # two faces in each of 30 frames

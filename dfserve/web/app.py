@@ -238,7 +238,7 @@ def create_app(settings: WebSettings):
                       "file": {"type": "string", "format": "binary"},
                       "sample": {"type": "string", "example": "fps:5"},
                       "head": {"type": "string", "enum": ["mean", "last"]},
-                      "faces": {"type": "string", "example": "detect"},
+                      "faces": {"type": "string", "example": "largest"},
                       "no_face": {"type": "string", "enum": ["skip", "frame"]},
                       "timeline": {"type": "boolean"}, "chunk": {"type": "integer"},
                       "options": {"type": "string", "description": "the same options as one JSON object"}}}}}}})

@@ -203,22 +203,47 @@
     }
     svg.appendChild(el("text", { x: (W + L) / 2, y: H - 4, "text-anchor": "middle" },
                        "frame " + pts[0][0] + " \u2013 " + pts[pts.length - 1][0] + "  (grey ticks: no face)"));
-    let seg = [], nScored = 0;
-    const flush = () => { if (seg.length > 1) svg.appendChild(el("polyline", { class: "line", points: seg.join(" ") })); seg = []; };
+    // one line per face track (--faces all: entries are [index, p_fake, box, track]); a single line otherwise
+    const COLORS = ["#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989"];
+    const lines = new Map();
+    let nScored = 0;
     const dots = pts.length <= 120;
-    for (const [i, p] of pts) {
-      if (p == null) {
-        flush();
-        svg.appendChild(el("rect", { class: "noface", x: x(i) - 1, y: H - B - 8, width: 2, height: 8 },
-                           null)).appendChild(el("title", {}, "frame " + i + ": no face"));
-        continue;
-      }
+    const noface = new Set();
+    for (const e of pts) {
+      const [i, p] = e, track = e.length > 3 ? e[3] : null;
+      if (p == null) { if (track == null) noface.add(i); continue; }
       nScored++;
-      seg.push(x(i).toFixed(1) + "," + y(p).toFixed(1));
-      if (dots) svg.appendChild(el("circle", { class: "pt", cx: x(i), cy: y(p), r: 2.5 }))
-        .appendChild(el("title", {}, "frame " + i + ": p(fake) " + p.toFixed(3)));
+      if (!lines.has(track)) lines.set(track, []);
+      lines.get(track).push([i, p]);
     }
-    flush();
+    for (const i of noface) {
+      svg.appendChild(el("rect", { class: "noface", x: x(i) - 1, y: H - B - 8, width: 2, height: 8 },
+                         null)).appendChild(el("title", {}, "frame " + i + ": no face"));
+    }
+    const decided = row && row.decided_by;
+    let k = 0;
+    for (const [track, line] of lines) {
+      const color = COLORS[k++ % COLORS.length];
+      let seg = [], prev = null;
+      const flush = () => {
+        if (seg.length > 1) svg.appendChild(el("polyline", { class: "line", points: seg.join(" "), style: "stroke:" + color,
+                                                              "data-track": track == null ? "" : String(track) }));
+        seg = [];
+      };
+      for (const [i, p] of line) {
+        if (prev != null && i - prev > 1 && track == null && [...noface].some((n) => n > prev && n < i)) flush();
+        seg.push(x(i).toFixed(1) + "," + y(p).toFixed(1));
+        if (dots) svg.appendChild(el("circle", { class: "pt", cx: x(i), cy: y(p), r: 2.5, style: "fill:" + color }))
+          .appendChild(el("title", {}, "frame " + i + (track == null ? "" : ", person " + track) + ": p(fake) " + p.toFixed(3)));
+        prev = i;
+      }
+      flush();
+      if (track != null) {
+        const f = (row.faces || []).find((t) => t.track === track);
+        svg.appendChild(el("text", { x: W - R - 4, y: T + 12 * k, "text-anchor": "end", fill: color },
+                           "person " + track + (f ? " p=" + f.p_fake.toFixed(2) : "") + (track === decided ? " (decides)" : "")));
+      }
+    }
     svg.dataset.scored = String(nScored);
     wrap.appendChild(svg);
   }
