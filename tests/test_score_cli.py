@@ -84,3 +84,25 @@ def test_checkpoint_is_exported_once_into_the_cache(checkpoint_path, videos, tmp
     assert r.returncode == 0 and "using cached export" in r.stderr
     assert load_rows(out)[0]["p_fake"] == load_rows(tmp_path / "b.jsonl")[0]["p_fake"]
     assert json.loads((cached[0] / "metadata.json").read_text())["weights"]["checkpoint"] == str(checkpoint_path)
+
+
+def test_a_file_name_that_is_not_utf8_loses_no_row_and_resumes(exported, videos, tmp_path):
+    """A name with raw non-UTF-8 bytes: its row is written (escaped, raw bytes kept) and --resume finds it."""
+    import json
+    import os
+
+    d = tmp_path / "odd names"
+    d.mkdir()
+    raw = os.path.join(os.fsencode(str(d)), b"clip-\xff\xfe.mp4")
+    with open(videos["face"]["path"], "rb") as src, open(raw, "wb") as dst:
+        dst.write(src.read())
+    (d / "after.mp4").write_bytes(open(videos["face"]["path"], "rb").read())
+    out = tmp_path / "rows.jsonl"
+    r = _cli("score", str(d), "--models", exported.out_dir, "--out", out, "--sample", "every:15", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 2 and all(row["error"] is None for row in rows)
+    odd = next(row for row in rows if "path_bytes_hex" in row)
+    assert bytes.fromhex(odd["path_bytes_hex"]) == raw
+    r = _cli("score", str(d), "--models", exported.out_dir, "--out", out, "--resume", "--no-progress")
+    assert r.returncode == 0 and len(out.read_text(encoding="utf-8").splitlines()) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import IO, Iterable, List, Optional, Set
 
@@ -32,10 +33,25 @@ def read_done(out: Path) -> Set[str]:
             continue
         try:
             row = json.loads(line)
-            done.add(path_key(row["path"]))
+            path = os.fsdecode(bytes.fromhex(row["path_bytes_hex"])) if row.get("path_bytes_hex") else row["path"]
+            done.add(path_key(path))
         except (ValueError, KeyError, TypeError):
             log.warning("%s:%d: not a result row, ignored", out, n)
     return done
+
+
+def row_json(row: dict) -> str:
+    """One row as a JSON line. A path that is not valid UTF-8 (a file name's raw bytes, which Python keeps
+    as surrogate escapes) is written losslessly: JSON-escaped, with its raw bytes in `path_bytes_hex`, so
+    the row is never lost and `--resume` finds it again."""
+    try:
+        return json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode("utf-8").decode("utf-8")
+    except UnicodeEncodeError:
+        row = dict(row, path_bytes_hex=os.fsencode(row["path"]).hex())
+        if isinstance(row.get("error"), dict):
+            row["error"] = dict(row["error"], message=row["error"]["message"].encode("utf-8", "backslashreplace")
+                                .decode("utf-8"))
+        return json.dumps(row, separators=(",", ":"), ensure_ascii=True)
 
 
 class RowWriter:
@@ -49,9 +65,10 @@ class RowWriter:
             self._f = open(out, "a" if append else "w", encoding="utf-8")
 
     def write(self, row: dict) -> None:
-        line = json.dumps(row, separators=(",", ":"), ensure_ascii=False)
+        line = row_json(row)
         if self._f is None:
-            print(line, flush=True)
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
             return
         self._f.write(line + "\n")
         self._f.flush()
