@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_export(sub)
+    from .inspect_cmd import add_inspect
+
+    add_inspect(sub)
     for add in _extra_commands():
         add(sub)
     return p
