@@ -201,7 +201,7 @@ def test_broken_exports_are_refused(confident, broken):
 
     dst = confident["dir"] / f"broken {broken.split()[0]}.onnx"
     if broken.startswith("linear1"):
-        w = float(confident["model"].linear1.weight[0, 100])
+        w = float(confident["model"].linear1.weight.detach()[0, 100])
         _perturbed_onnx(confident["onnx"], dst, [2, 2048], (0, 100), 0.06 * abs(w))
     elif broken.startswith("conv1"):
         _perturbed_onnx(confident["onnx"], dst, [64, 3, 7, 7], (0, 0, 3, 3), 0.01)
