@@ -167,6 +167,9 @@ def probe(path: str, count_if_unknown: bool = False) -> VideoInfo:
     try:
         vs = container.streams.video[0]
         cc = vs.codec_context
+        if cc is None:
+            raise VideoError(f"{path}: its video stream has an unknown codec or no decoder in this FFmpeg build "
+                             "(corrupt header, or an unsupported format)")
         w, h = int(cc.width or 0), int(cc.height or 0)
         if w <= 0 or h <= 0:
             raise VideoError(f"{path}: video stream has no valid frame size ({w}x{h})")
@@ -258,6 +261,8 @@ def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeS
     frm_buf: List[np.ndarray] = []
     try:
         vs = container.streams.video[0]
+        if vs.codec_context is None:
+            raise VideoError(f"{path}: its video stream has an unknown codec or no decoder in this FFmpeg build")
         vs.thread_type = "AUTO"
         vs.codec_context.options = {"max_pixels": str(MAX_PIXELS)}
         i = -1
