@@ -211,3 +211,22 @@ def test_broken_exports_are_refused(confident, broken):
         validate_classifier(dst, confident["model"], faces=confident["faces"], truth=confident["truth"],
                             compare_fp32=False)
     assert str(dst) in str(e.value) and "tolerance" in str(e.value)
+
+
+def test_cli_export_accepts_a_confident_data_parallel_checkpoint(confident, tmp_path):
+    """`dfserve export` end to end on a confident head saved from nn.DataParallel (module. prefix)."""
+    import subprocess
+    import sys
+
+    from dfserve.export.checkpoint import save_seed_checkpoint
+
+    ckpt = save_seed_checkpoint(confident["model"], tmp_path / "model_97_acc_10_frames_final_data.pt",
+                                data_parallel=True)
+    out = tmp_path / "models"
+    r = subprocess.run([sys.executable, "-m", "dfserve.cli", "export", "--checkpoint", str(ckpt), "--out", str(out)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "float64 seed forward" in r.stdout
+    v = json.loads((out / spec.METADATA_JSON).read_text())["validation"]["frame_classifier"]
+    assert v["max_logit_error_over_tolerance"] < 1 and v["max_abs_logit"] > 5
+    print("confident DataParallel export, CLI:", r.stdout)
