@@ -142,12 +142,12 @@ def _cli(*args, env=None, timeout=600):
 
 
 def test_score_every_kind_one_row_each(kinds, exported, tmp_path):
-    """One `dfserve score` batch over every kind plus missing / unreadable / folder paths."""
+    """One `dfserve score` batch over every kind plus missing / unreadable / empty files."""
     paths = [k["path"] for k in kinds["made"].values()]
     gone = kinds["dir"] / "vanished before reading.mp4"
-    folder = tmp_path / "a folder.mp4"
-    folder.mkdir()
-    extra = {str(gone): "no such file", str(folder): "is a folder"}
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    extra = {str(gone): "no such file", str(empty): "empty file"}  # (a folder given is searched, not scored)
     if os.geteuid() != 0:  # root reads any file whatever its mode: then the vanished path stands in
         locked = tmp_path / "locked.mp4"
         locked.write_bytes(Path(kinds["made"]["h264.mov"]["path"]).read_bytes())
