@@ -17,6 +17,7 @@ from dfserve import samples
 
 SEED = 20261124
 MUTATIONS_PER_REGION = 4
+N_DECODE_FUZZ = 1200  # decode-only mutations (tiny files: ~10 s)
 
 # (file name, generator). Small: the fuzz exercises the demuxers/decoders, not the classifier.
 BASES = {
@@ -140,3 +141,40 @@ def test_fuzzed_videos_through_triton_deepfake_video(exported, tmp_path_factory,
         assert good["error"] is None and good["label"] in ("FAKE", "REAL")
     n_err = sum(r["error"] is not None for r in rows)
     print(f"fuzz: {len(paths)} mutated files through tritonserver deepfake_video: {n_err} error rows")
+
+
+def test_many_fuzzed_videos_decode_to_frames_or_a_video_error(tmp_path):
+    """Decode only (no model), many more mutations: each ends in frames or a VideoError naming the file,
+    never another exception, never a hang."""
+    import time
+
+    from dfserve.errors import VideoError
+    from dfserve.pipeline.decode import DecodeStats, iter_frames, probe
+    from dfserve.pipeline.sampling import parse_policy
+
+    d = tmp_path / "decode fuzz"
+    make_fuzz_set(d, per_region=0)  # the base videos only
+    rng = np.random.default_rng(SEED + 2)
+    bases = {p.name[len("base "):]: p.read_bytes() for p in d.glob("base *")}
+    n = outcomes = 0
+    errors = 0
+    t0 = time.perf_counter()
+    for k in range(N_DECODE_FUZZ):
+        name = sorted(bases)[k % len(bases)]
+        region = ("header", "index", "payload")[(k // len(bases)) % 3]
+        p = d / f"m{k} {region} {name}"
+        p.write_bytes(mutate(bases[name], region, rng))
+        t = time.perf_counter()
+        try:
+            info = probe(str(p))
+            for _ in iter_frames(str(p), parse_policy("every:3"), info, DecodeStats()):
+                pass
+        except VideoError as exc:
+            assert str(p) in str(exc)
+            errors += 1
+        assert time.perf_counter() - t < 20, f"{p} took {time.perf_counter() - t:.1f} s"
+        outcomes += 1
+        n += 1
+        p.unlink()
+    assert outcomes == N_DECODE_FUZZ
+    print(f"fuzz: {n} mutated files decoded in-process in {time.perf_counter() - t0:.1f} s: {errors} VideoErrors")
