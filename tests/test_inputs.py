@@ -198,3 +198,14 @@ def test_file_vanishing_mid_batch(exported, videos, tmp_path):
     assert all(r["error"] is None for r in rows[:3])
     assert rows[3]["label"] is None and paths[3] in rows[3]["error"]["message"]
     assert "no such file" in rows[3]["error"]["message"]
+
+
+def test_fps_sampling_survives_timestamps_going_backwards():
+    """Concatenated streams (TS captures) restart their clock: sampling continues, it does not stall."""
+    from fractions import Fraction
+
+    s = parse_policy("fps:10").sampler(30.0, None)
+    times = [Fraction(i, 30) for i in range(12)] * 2  # the second half restarts at 0
+    assert [i for i, t in enumerate(times) if s.keep(i, t)] == [0, 3, 6, 9, 12, 15, 18, 21]
+    s = parse_policy("fps:10").sampler(30.0, None)  # no timestamps: by index at the nominal rate
+    assert [i for i in range(24) if s.keep(i)] == [0, 3, 6, 9, 12, 15, 18, 21]

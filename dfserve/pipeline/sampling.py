@@ -68,6 +68,8 @@ class Sampler:
         self._targets = None
         self._t0 = None  # fps:R by timestamps: time of the first frame, last slot kept
         self._last_slot = -1
+        self._last_t = None
+        self._offset = Fraction(0)
         self._rate = Fraction(policy.value).limit_denominator(1_000_000) if policy.kind == "fps" else None
         if policy.kind == "uniform":
             n = n_frames or 0
@@ -100,6 +102,14 @@ class Sampler:
     def _keep_time(self, t) -> bool:
         if not isinstance(t, Fraction):
             t = Fraction(t)
+        t += self._offset
+        if self._last_t is not None and t <= self._last_t:
+            # timestamps went backwards or stalled (concatenated streams, broken muxers): continue the
+            # timeline one nominal frame after the previous frame
+            step = 1 / Fraction(self.fps).limit_denominator(1001)
+            self._offset += self._last_t + step - t
+            t = self._last_t + step
+        self._last_t = t
         if self._t0 is None:
             self._t0 = t
         slot = math.floor((t - self._t0) * self._rate)
