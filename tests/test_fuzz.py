@@ -16,7 +16,7 @@ import pytest
 from dfserve import samples
 
 SEED = 20261124
-MUTATIONS_PER_REGION = 4
+MUTATIONS_PER_REGION = 6  # x 3 regions x 5 bases = 90 files through `dfserve score`
 N_DECODE_FUZZ = 1200  # decode-only mutations (tiny files: ~10 s)
 
 # (file name, generator). Small: the fuzz exercises the demuxers/decoders, not the classifier.
@@ -108,7 +108,7 @@ def _check_rows(rows, paths):
 
 def test_fuzzed_videos_through_dfserve_score(exported, tmp_path):
     paths = make_fuzz_set(tmp_path / "fuzz videos")
-    assert len(paths) >= 48
+    assert len(paths) >= 72
     out = tmp_path / "rows.jsonl"
     r = subprocess.run([sys.executable, "-m", "dfserve.cli", "score", *paths, "--models", str(exported.out_dir),
                         "--out", str(out), "--no-progress", "--faces", "precropped", "--sample", "every:3"],
@@ -127,7 +127,7 @@ def test_fuzzed_videos_through_triton_deepfake_video(exported, tmp_path_factory,
     from dfserve.serving.server import TritonServer
 
     bases = {k: BASES[k] for k in ("h264.mp4", "hevc.mkv", "mpeg4.avi")}
-    paths = make_fuzz_set(tmp_path / "fuzz for triton", per_region=2, seed=SEED + 1, bases=bases)
+    paths = make_fuzz_set(tmp_path / "fuzz for triton", per_region=4, seed=SEED + 1, bases=bases)
     repo = build_repo(tmp_path_factory.mktemp("fuzz model repo"), "cpu", exported.out_dir)
     with TritonServer(repo) as srv, DeepfakeClient(srv.grpc_url, timeout=300) as c:
         c.wait_ready()
