@@ -137,7 +137,10 @@ def write_video(path, frames_bgr, fps: int = 30, codec: str = "h264", pix_fmt: s
         if name == "libvpx-vp9":
             opts.update(deadline="realtime", **{"cpu-used": "8"})
         if name == "libsvtav1":
-            opts.update(preset="12", **{"svtav1-params": "log-level=0"})
+            import os
+
+            os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its configuration to stderr otherwise
+            opts.update(preset="12")
         st.options = opts
         if time_base is not None:
             st.time_base = time_base
@@ -203,15 +206,18 @@ def face_frames(n_frames: int, width: int, height: int, seed: int = 0, zoom=(0.9
 # ------------------------------------------------------------------------------------------------
 # Videos as they come from phones, the web and archives (tests/test_inputs.py).
 # ------------------------------------------------------------------------------------------------
-def make_portrait_phone_video(path, n_frames: int = 8, width: int = 180, height: int = 320, fps: int = 30) -> dict:
-    """A portrait clip as phones record it: frames stored landscape (height x width swapped), with a display
-    matrix saying "rotate 90 degrees clockwise to show" (FFmpeg's rotate=90 tag; av_display_rotation -90).
-    Players and OpenCV show it upright, width x height."""
+def make_portrait_phone_video(path, n_frames: int = 8, width: int = 180, height: int = 320, fps: int = 30,
+                              rotation: int = -90) -> dict:
+    """A clip as phones record it: frames stored in the sensor's orientation, with a display matrix saying how
+    to turn them to show them. rotation -90 (the default; FFmpeg's rotate=90 tag, "turn 90 degrees clockwise")
+    is a portrait clip held upright; 90 held the other way; 180 upside down. Players and OpenCV show the
+    `upright` frames, width x height."""
     upright = face_frames(n_frames, width, height, seed=3, zoom=(1.0, 1.1))
-    stored = [np.ascontiguousarray(np.rot90(f, 1)) for f in upright]  # sensor orientation
-    write_video(path, stored, fps, "h264", rotation=-90)
+    k = int(round(rotation / 90)) % 4  # the decoder turns stored frames by rot90(., k)
+    stored = [np.ascontiguousarray(np.rot90(f, -k)) for f in upright]
+    write_video(path, stored, fps, "h264", rotation=rotation)
     return {"path": str(path), "frames": n_frames, "fps": fps, "width": width, "height": height,
-            "stored": (height, width), "rotation": -90, "upright": upright}
+            "stored": stored[0].shape[:2], "rotation": rotation, "upright": upright}
 
 
 def make_vfr_video(path, times_s, width: int = 320, height: int = 180) -> dict:

@@ -78,12 +78,21 @@ def test_portrait_phone_clip_is_decoded_upright(kinds):
     k = _get(kinds, "portrait phone.mp4")
     info, _, idx, frames = _decode(k["path"])
     up = k["truth"]["upright"]
+    assert k["truth"]["stored"] == (180, 320)  # stored landscape
     assert frames[0].shape == up[0].shape == (320, 180, 3)  # height x width: portrait, as displayed
     assert info.rotation == -90 and (info.width, info.height) == (180, 320)
     err = [np.abs(f.astype(int) - u.astype(int)).mean() for f, u in zip(frames, up)]
     assert max(err) < 6  # the same pixels, upright (only compression error)
     wrong = np.abs(np.rot90(frames[0], 2).astype(int) - up[0].astype(int)).mean()
     assert wrong > 3 * max(err)
+
+
+@pytest.mark.parametrize("rotation", [90, 180])
+def test_other_display_rotations(tmp_path, rotation):
+    t = samples.make_portrait_phone_video(tmp_path / f"rot{rotation}.mp4", n_frames=3, rotation=rotation)
+    info, _, _, frames = _decode(t["path"])
+    assert info.rotation % 360 == rotation % 360 and frames[0].shape == (320, 180, 3)
+    assert max(np.abs(f.astype(int) - u.astype(int)).mean() for f, u in zip(frames, t["upright"])) < 6
 
 
 @pytest.mark.parametrize("name", ["hevc 10-bit.mp4", "vp9.webm", "av1.webm", "h264.mov", "mpeg4.avi",
