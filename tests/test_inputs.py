@@ -95,6 +95,27 @@ def test_other_display_rotations(tmp_path, rotation):
     assert max(np.abs(f.astype(int) - u.astype(int)).mean() for f, u in zip(frames, t["upright"])) < 6
 
 
+@pytest.mark.parametrize("rotation", [-90, 90, 180])
+def test_rotated_frames_equal_opencvs(tmp_path, rotation):
+    """Pixel for pixel what the seed apps' cv2.VideoCapture gives. OpenCV auto-rotates by default from 4.5 to
+    4.10 and again from 4.12; 4.11.0 turned it off by mistake (opencv/opencv#26795), so it is set here."""
+    cv2 = pytest.importorskip("cv2")
+    t = samples.make_portrait_phone_video(tmp_path / f"cv{rotation}.mp4", n_frames=4, rotation=rotation)
+    cap = cv2.VideoCapture(t["path"])
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+    theirs = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        theirs.append(f)
+    cap.release()
+    _, _, _, ours = _decode(t["path"])
+    assert len(ours) == len(theirs) == 4
+    for a, b in zip(ours, theirs):
+        assert a.shape == b.shape == (320, 180, 3) and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
 @pytest.mark.parametrize("name", ["hevc 10-bit.mp4", "vp9.webm", "av1.webm", "h264.mov", "mpeg4.avi",
                                   "odd 321x241 vp9.webm", "odd 321x241 h264 444.mp4", "animated.gif"])
 def test_codecs_and_containers_decode(kinds, name):
