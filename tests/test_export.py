@@ -213,6 +213,7 @@ def test_broken_exports_are_refused(confident, broken):
     assert str(dst) in str(e.value) and "tolerance" in str(e.value)
 
 
+@pytest.mark.slow
 def test_cli_export_accepts_a_confident_data_parallel_checkpoint(confident, tmp_path):
     """`dfserve export` end to end on a confident head saved from nn.DataParallel (module. prefix)."""
     import subprocess
