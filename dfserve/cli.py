@@ -77,8 +77,13 @@ def _cmd_export(args) -> int:
     v = rep.metadata.get("validation", {})
     if v:
         c, d = v["frame_classifier"], v["face_detector"]
-        print(f"  classifier: max |logit error| {c['max_abs_logit_error']:.2e}, "
-              f"max verdict prob error {c['max_verdict_prob_error']:.2e} (tolerance {spec.TOL_VERDICT_PROB})")
+        print(f"  classifier vs the float64 seed forward: max |logit error| {c['max_abs_logit_error']:.2e} "
+              f"({c['max_logit_error_over_tolerance']:.2f} of the float32-rounding tolerance), "
+              f"max verdict p_fake error {c['max_verdict_prob_error']:.2e}")
+        f32 = c.get("vs_float32_seed_forward")
+        if f32:
+            print(f"  classifier vs a float32 seed forward: max |logit error| {f32['max_abs_logit_error']:.2e}, "
+                  f"max verdict p_fake error {f32['max_verdict_prob_error']:.2e}")
         print(f"  detector:   max |score error| {d['max_abs_scores_error']:.2e}, "
               f"vs shipped ONNX {d['max_abs_shipped_scores_error']:.2e}")
     if rep.metadata["weights"]["untrained"]:
@@ -108,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_export(sub)
+    from .inspect_cmd import add_inspect
+
+    add_inspect(sub)
     for add in _extra_commands():
         add(sub)
     return p

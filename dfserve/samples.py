@@ -70,7 +70,22 @@ def calibration_faces(n: int = 24, seed: int = 0) -> np.ndarray:
 # Generated test videos: real face pixels moving and zooming over a plain background.
 # ------------------------------------------------------------------------------------------------
 ASTRONAUT_BODY = (100, 0, 360, 320)  # x1, y1, x2, y2 of the part of astronaut() pasted into videos
-CODECS = {"h264": "libx264", "hevc": "libx265"}
+CODECS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1", "mpeg4": "mpeg4",
+          "mjpeg": "mjpeg", "gif": "gif", "ffv1": "ffv1"}
+ENCODER_ALTERNATIVES = {"av1": ("libsvtav1", "libaom-av1", "librav1e"), "vp9": ("libvpx-vp9",)}
+
+
+def encoder_for(codec: str):
+    """The name of an FFmpeg encoder this PyAV build has for `codec` (h264, hevc, vp9, av1, ...), or None."""
+    import av
+
+    for name in ENCODER_ALTERNATIVES.get(codec, (CODECS.get(codec, codec),)):
+        try:
+            av.codec.Codec(name, "w")
+            return name
+        except Exception:  # noqa: BLE001 - av raises UnknownCodecError / ValueError by version
+            continue
+    return None
 
 
 def _background(h: int, w: int, seed: int) -> np.ndarray:
@@ -95,27 +110,55 @@ def face_track(n_frames: int, width: int, height: int, zoom=(0.9, 1.4)):
     return out
 
 
-def write_video(path, frames_bgr, fps: int = 30, codec: str = "h264") -> None:
-    """Encode BGR frames with PyAV (libx264 / libx265, yuv420p)."""
+def write_video(path, frames_bgr, fps: int = 30, codec: str = "h264", pix_fmt: str | None = None,
+                rotation: int | None = None, pts=None, time_base=None, container_format: str | None = None) -> None:
+    """Encode BGR frames with PyAV (libx264 / libx265 / libvpx-vp9 / AV1 / mpeg4 / mjpeg, yuv420p by default).
+
+    rotation: a display matrix rotation (degrees counterclockwise, as FFmpeg's av_display_rotation_set;
+    a phone's portrait clip stored landscape has -90). pts + time_base: explicit presentation times
+    (variable frame rate).
+    """
     import av
 
     frames_bgr = list(frames_bgr)
     h, w = frames_bgr[0].shape[:2]
-    with av.open(str(path), mode="w") as out:
-        st = out.add_stream(CODECS[codec], rate=fps)
-        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-        st.options = {"preset": "ultrafast", "crf": "23"}
-        if codec == "hevc":
-            st.options["x265-params"] = "log-level=error"
-        for f in frames_bgr:
-            for pkt in st.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="bgr24")):
+    name = encoder_for(codec)
+    if name is None:
+        raise RuntimeError(f"this FFmpeg build has no encoder for {codec}")
+    with av.open(str(path), mode="w", format=container_format) as out:
+        st = out.add_stream(name, rate=fps)
+        st.width, st.height = w, h
+        st.pix_fmt = pix_fmt or {"mjpeg": "yuvj420p", "gif": "rgb8"}.get(codec, "yuv420p")
+        opts = {}
+        if name in ("libx264", "libx265"):
+            opts.update(preset="ultrafast", crf="23")
+        if name == "libx265":
+            opts["x265-params"] = "log-level=error"
+        if name == "libvpx-vp9":
+            opts.update(deadline="realtime", **{"cpu-used": "8"})
+        if name == "libsvtav1":
+            import os
+
+            os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its configuration to stderr otherwise
+            opts.update(preset="12")
+        st.options = opts
+        if time_base is not None:
+            st.time_base = time_base
+            st.codec_context.time_base = time_base
+        if rotation is not None:
+            st.set_display_rotation(rotation)
+        for k, f in enumerate(frames_bgr):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="bgr24")
+            if pts is not None:
+                vf.pts, vf.time_base = pts[k], time_base
+            for pkt in st.encode(vf):
                 out.mux(pkt)
         for pkt in st.encode():
             out.mux(pkt)
 
 
 def make_face_video(path, n_frames: int = 60, width: int = 640, height: int = 360, fps: int = 30,
-                    codec: str = "h264", seed: int = 0, zoom=(0.9, 1.4)) -> dict:
+                    codec: str = "h264", seed: int = 0, zoom=(0.9, 1.4), **write_kw) -> dict:
     """A video of the astronaut's face moving and zooming; returns the ground truth (per-frame boxes)."""
     from PIL import Image
 
@@ -137,9 +180,98 @@ def make_face_video(path, n_frames: int = 60, width: int = 640, height: int = 36
                           round(x + (fx2 - x1) * s, 1), round(y + (fy2 - y1) * s, 1)])
             yield f
 
-    write_video(path, frames(), fps, codec)
+    write_video(path, frames(), fps, codec, **write_kw)
     return {"path": str(path), "frames": n_frames, "fps": fps, "width": width, "height": height,
             "codec": codec, "face": True, "boxes": boxes}
+
+
+def face_frames(n_frames: int, width: int, height: int, seed: int = 0, zoom=(0.9, 1.4)) -> list:
+    """The BGR frames make_face_video encodes (real face pixels), in memory."""
+    from PIL import Image
+
+    img = astronaut_bgr()
+    x1, y1, x2, y2 = ASTRONAUT_BODY
+    body = img[y1:y2, x1:x2]
+    bg = _background(height, width, seed)
+    out = []
+    for s, x, y in face_track(n_frames, width, height, zoom):
+        f = bg.copy()
+        bw, bh = max(1, int(body.shape[1] * s)), max(1, int(body.shape[0] * s))
+        part = np.asarray(Image.fromarray(body).resize((bw, bh), Image.BILINEAR))[: height - y, : width - x]
+        f[y:y + part.shape[0], x:x + part.shape[1]] = part
+        out.append(f)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Videos as they come from phones, the web and archives (tests/test_inputs.py).
+# ------------------------------------------------------------------------------------------------
+def make_portrait_phone_video(path, n_frames: int = 8, width: int = 180, height: int = 320, fps: int = 30,
+                              rotation: int = -90) -> dict:
+    """A clip as phones record it: frames stored in the sensor's orientation, with a display matrix saying how
+    to turn them to show them. rotation -90 (the default; FFmpeg's rotate=90 tag, "turn 90 degrees clockwise")
+    is a portrait clip held upright; 90 held the other way; 180 upside down. Players and OpenCV show the
+    `upright` frames, width x height."""
+    upright = face_frames(n_frames, width, height, seed=3, zoom=(1.0, 1.1))
+    k = int(round(rotation / 90)) % 4  # the decoder turns stored frames by rot90(., k)
+    stored = [np.ascontiguousarray(np.rot90(f, -k)) for f in upright]
+    write_video(path, stored, fps, "h264", rotation=rotation)
+    return {"path": str(path), "frames": n_frames, "fps": fps, "width": width, "height": height,
+            "stored": stored[0].shape[:2], "rotation": rotation, "upright": upright}
+
+
+def make_vfr_video(path, times_s, width: int = 320, height: int = 180) -> dict:
+    """A variable frame rate video: one frame at each presentation time in `times_s` (MKV, ms timestamps)."""
+    from fractions import Fraction
+
+    tb = Fraction(1, 1000)
+    pts = [int(round(t * 1000)) for t in times_s]
+    frames = face_frames(len(pts), width, height, seed=4)
+    write_video(path, frames, 30, "h264", pts=pts, time_base=tb)
+    return {"path": str(path), "frames": len(pts), "times": [p / 1000 for p in pts], "width": width,
+            "height": height}
+
+
+def make_still_image(path, fmt: str = "PNG") -> dict:
+    """The astronaut as a still PNG/JPEG/GIF, whatever the file name says."""
+    from PIL import Image
+
+    Image.fromarray(np.ascontiguousarray(astronaut_bgr()[..., ::-1])).save(str(path), format=fmt)
+    return {"path": str(path), "still": True, "format": fmt}
+
+
+def make_gif(path, n_frames: int = 10, width: int = 320, height: int = 180, fps: int = 10) -> dict:
+    """An animated GIF of the moving face (PIL, as web tools make them); n_frames=1 gives a still GIF."""
+    from PIL import Image
+
+    frames = [Image.fromarray(np.ascontiguousarray(f[..., ::-1])) for f in face_frames(n_frames, width, height)]
+    frames[0].save(str(path), format="GIF", save_all=n_frames > 1, append_images=frames[1:],
+                   duration=int(1000 / fps), loop=0)
+    return {"path": str(path), "frames": n_frames, "width": width, "height": height, "fps": fps}
+
+
+def make_absurd_size_file(path, width: int = 16000, height: int = 16000) -> dict:
+    """A Y4M (raw video) file whose header declares a huge frame size, with a few bytes of data."""
+    from pathlib import Path
+
+    Path(path).write_bytes(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\nFRAME\n".encode()
+                           + bytes(4096))
+    return {"path": str(path), "width": width, "height": height}
+
+
+def make_absurd_duration_file(path, duration_s: float = 1e12) -> dict:
+    """A real MKV whose header declares an absurd duration (the Segment Info Duration patched)."""
+    import struct
+    from pathlib import Path
+
+    write_video(path, face_frames(4, 160, 96), 30, "h264", container_format="matroska")
+    data = bytearray(Path(path).read_bytes())
+    k = data.find(b"\x44\x89\x88")  # EBML Duration, 8-byte float, in TimestampScale units (ms)
+    if k < 0:
+        raise RuntimeError("no Matroska Duration element to patch")
+    data[k + 3:k + 11] = struct.pack(">d", duration_s * 1000.0)
+    Path(path).write_bytes(bytes(data))
+    return {"path": str(path), "duration_s": duration_s}
 
 
 def make_noface_video(path, n_frames: int = 30, width: int = 640, height: int = 360, fps: int = 30,

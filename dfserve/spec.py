@@ -268,8 +268,31 @@ DEEPFAKE_VIDEO = ModelSpec(
 ALL_MODELS = (FACE_PREP, FACE_DETECTOR, FACE_CROP, FRAME_CLASSIFIER, DEEPFAKE_FRAMES, VIDEO_AGGREGATOR, DEEPFAKE_VIDEO)
 MODELS = {m.name: m for m in ALL_MODELS}
 
-# Validation tolerances for exports (absolute).
-TOL_CLASSIFIER_LOGITS = 1e-3
+# Validation tolerances for exports.
+#
+# The classifier export (onnxruntime, float32) is checked against a FLOAT64 forward of the seed
+# model (`dfserve.export.reference.float64_truth`): the truth, not another float32 computation.
+# Float32 rounding does not give an absolute error: it gives an error proportional to the size of
+# the numbers being added up. The last step of the seed is `z_c = sum_i W_ci h_i + b_c` (linear1,
+# 2048 terms, |h_i| < 1), and every upstream rounding error (50 conv layers, the LSTM gates) reaches
+# z_c multiplied by W_ci. So the scale of float32 error on a logit is
+#     S_c = sum_i |W_ci| |h_i| + |b_c|      (float64, per frame and class)
+# and a confident head (large |W|, per-frame logits of +-10) has a large S and, legitimately, a
+# large absolute error. Measured on seeded models and astronaut face crops: |z_onnx - z_64| <= 1.7e-6 S
+# (onnxruntime) and <= 1.9e-6 S (eager PyTorch fp32), i.e. ~15 float32 epsilons (2^-23 = 1.2e-7) of S.
+# The tolerance is ~84 epsilons of S (5x margin) plus a tiny absolute floor for S ~ 0:
+TOL_CLASSIFIER_LOGIT_REL = 1e-5
+TOL_CLASSIFIER_LOGIT_ABS = 1e-5
+# A real error is far outside it: one weight of linear1 off by 6 % gives ~5e-5 S, a first-layer conv
+# weight off by 0.01 gives ~1e-2 S, and RGB instead of BGR ~0.1 S (tests/test_export.py).
+# The video verdict is derived from the same bound: its logit difference d = z_FAKE - z_REAL (mean
+# of the frames' logits for head `mean`, the last frame's for head `last`) may be off by at most the
+# (mean) sum of both classes' per-frame tolerances, t_d; the probability tolerance is then exact:
+# max |sigmoid(d +- t_d) - sigmoid(d)| (<= t_d / 4), reported with the measured probability error.
+# TOL_VERDICT_PROB (below) is what a float32 export typically achieves for heads with per-frame
+# logits of a few units (the seed's parity target): the tests hold exports of such checkpoints to it
+# against the float32 seed forward on real face crops; it is not the gate for confident heads.
+TOL_CLASSIFIER_LOGITS = 1e-3  # float32 vs float32 (TensorRT fp32 vs onnxruntime), heads of a few units
 TOL_VERDICT_PROB = 1e-4
 TOL_DETECTOR_SCORES = 1e-4
 TOL_DETECTOR_LOC = 1e-3

@@ -1,13 +1,21 @@
 """Video decoding on the CPU with PyAV (FFmpeg). Frames come out as BGR uint8, as OpenCV gives them.
 
-Every failure becomes a VideoError naming the file and the problem: missing, empty, not a video,
-corrupt, absurd size. A stream that breaks part-way yields the frames decoded so far and records
-the problem in `DecodeStats.warning` (the verdict then covers those frames).
+Frames are turned upright by the stream's display matrix (a portrait phone clip stored landscape with a
+rotation), as OpenCV does by default (CAP_PROP_ORIENTATION_AUTO). Any codec and container this FFmpeg
+build decodes is accepted (H.264, HEVC 8/10-bit, VP9, AV1, MPEG-4, MJPEG, ... in MP4, MOV, MKV, WebM,
+AVI, ...), and animated GIFs.
+
+Every failure becomes a VideoError naming the file and the problem: missing, unreadable, empty, a
+folder, a still image, not a video, corrupt, absurd declared size or duration, decoding over its time
+budget. A stream that breaks part-way yields the frames decoded so far and records the problem in
+`DecodeStats.warning` (the verdict then covers those frames).
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
@@ -20,9 +28,24 @@ from .sampling import SamplePolicy
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".flv", ".wmv",
-                    ".3gp", ".hevc", ".h264", ".265", ".264"}
+                    ".3gp", ".hevc", ".h264", ".265", ".264", ".gif", ".m2ts", ".mts", ".ogv", ".y4m", ".mxf"}
 MAX_SIDE = 8192  # pixels; larger frames are refused as absurd
 MAX_PIXELS = 8192 * 4320
+MAX_DURATION_S = 7 * 24 * 3600.0  # a declared duration beyond a week is a corrupt or hostile header
+MAX_FRAMES = 100_000_000  # a declared frame count beyond this (a week at 165 fps) likewise
+# Decoding time budget per file (seconds of decoding, not counting the time the pipeline spends on the
+# frames): generous for any real video (decoding runs at many times real time), finite for a hostile one.
+# DFSERVE_DECODE_TIMEOUT_S sets a fixed budget instead.
+DECODE_BUDGET_MIN_S = 120.0
+DECODE_BUDGET_PER_VIDEO_S = 2.0  # per second of (declared) video
+DECODE_BUDGET_PER_MB = 2.0  # per MB of file, for streams that declare no duration
+IO_TIMEOUT_S = 60.0  # one open / read call of FFmpeg (interrupt callback)
+# Container formats that are still images, and image codecs whose one-frame streams are not videos.
+IMAGE_FORMATS = {"image2", "image2pipe"}
+ANIMATABLE_FORMATS = {"gif", "apng", "webp", "webp_pipe"}
+IMAGE_CODECS = {"png", "apng", "mjpeg", "jpeg2000", "jpegls", "jpegxl", "bmp", "tiff", "webp", "gif", "qoi", "pam",
+                "pgm", "ppm", "pbm", "pgmyuv", "sgi", "sunrast", "targa", "xbm", "xpm", "xwd", "pcx", "dds", "exr",
+                "hdr", "psd", "photocd", "pictor", "vbn", "ljpeg"}
 
 
 @dataclass
@@ -34,6 +57,8 @@ class VideoInfo:
     n_frames: Optional[int]  # from the container, or counted; None if unknown
     duration_s: Optional[float]
     codec: str
+    rotation: int = 0  # degrees counterclockwise from the display matrix, applied to the frames
+    container: str = ""
 
 
 @dataclass
@@ -51,14 +76,24 @@ def _av():
 def _open(path: str):
     av = _av()
     p = Path(path)
-    if not p.exists():
-        raise VideoError(f"{path}: no such file")
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise VideoError(f"{path}: no such file (missing, or removed before it was read)") from None
+    except OSError as exc:
+        raise VideoError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     if p.is_dir():
         raise VideoError(f"{path}: is a folder, not a video file")
-    if p.stat().st_size == 0:
+    if st.st_size == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
+    if not os.access(p, os.R_OK):
+        raise VideoError(f"{path}: not readable (permission denied)")
     try:
-        container = av.open(str(p), mode="r")
+        container = av.open(str(p), mode="r", timeout=(IO_TIMEOUT_S, IO_TIMEOUT_S))
+    except FileNotFoundError:
+        raise VideoError(f"{path}: no such file (removed before it was read)") from None
+    except PermissionError:
+        raise VideoError(f"{path}: not readable (permission denied)") from None
     except av.error.FFmpegError as exc:
         raise VideoError(f"{path}: not a readable video ({_ffmsg(exc)})") from exc
     except Exception as exc:  # noqa: BLE001 - PyAV may raise plain OSError/ValueError on odd files
@@ -69,16 +104,72 @@ def _open(path: str):
     return container
 
 
+def _still_image(path: str, container, vs) -> Optional[str]:
+    """A description if the file is a still image (PNG/JPEG/one-frame GIF...) rather than a video."""
+    fmt = (container.format.name or "").split(",")[0]
+    codec = vs.codec_context.name or "?"
+    kind = {"mjpeg": "JPEG"}.get(codec, codec.upper())
+    if fmt in IMAGE_FORMATS or (fmt.endswith("_pipe") and fmt not in ANIMATABLE_FORMATS):
+        return f"{kind} image"
+    if fmt in ANIMATABLE_FORMATS or (codec in IMAGE_CODECS and (vs.frames or 0) <= 1
+                                     and fmt not in ("avi", "matroska", "mov")):
+        n = 0
+        for pkt in container.demux(vs):  # count up to 2 frames: animated or not
+            if pkt.size:
+                n += 1
+                if n >= 2:
+                    break
+        if n < 2:
+            return f"{kind} image, one frame" if fmt in ANIMATABLE_FORMATS else f"{kind} image"
+    return None
+
+
+class DecodeBudget:
+    """Wall-clock time budget for decoding one file, counting only the time spent decoding."""
+
+    def __init__(self, path: str, duration_s: Optional[float] = None, size_bytes: int = 0):
+        self.path = path
+        env = os.environ.get("DFSERVE_DECODE_TIMEOUT_S")
+        if env:
+            self.limit = float(env)
+        else:
+            self.limit = max(DECODE_BUDGET_MIN_S, DECODE_BUDGET_PER_VIDEO_S * min(duration_s or 0.0, MAX_DURATION_S),
+                             DECODE_BUDGET_PER_MB * size_bytes / 1e6)
+        self.used = 0.0
+        self._t = None
+
+    def start(self) -> None:
+        self._t = time.perf_counter()
+
+    def pause(self) -> None:
+        if self._t is not None:
+            self.used += time.perf_counter() - self._t
+            self._t = None
+
+    def check(self, frames: int) -> None:
+        used = self.used + (time.perf_counter() - self._t if self._t is not None else 0.0)
+        if used > self.limit:
+            raise VideoError(f"{self.path}: decoding took longer than its time budget ({used:.1f} s > {self.limit:.1f} s "
+                             f"after {frames} frames): a hostile or pathological file "
+                             "(DFSERVE_DECODE_TIMEOUT_S sets the budget)")
+
+
 def _ffmsg(exc) -> str:
     return getattr(exc, "strerror", None) or str(exc)
 
 
 def probe(path: str, count_if_unknown: bool = False) -> VideoInfo:
-    """Read the stream's geometry, frame rate and frame count (counting packets if asked and unknown)."""
+    """Read the stream's geometry, frame rate and frame count (counting packets if asked and unknown).
+
+    Refuses still images, absurd declared sizes / durations / frame counts before anything is decoded.
+    """
     container = _open(path)
     try:
         vs = container.streams.video[0]
         cc = vs.codec_context
+        if cc is None:
+            raise VideoError(f"{path}: its video stream has an unknown codec or no decoder in this FFmpeg build "
+                             "(corrupt header, or an unsupported format)")
         w, h = int(cc.width or 0), int(cc.height or 0)
         if w <= 0 or h <= 0:
             raise VideoError(f"{path}: video stream has no valid frame size ({w}x{h})")
@@ -87,45 +178,117 @@ def probe(path: str, count_if_unknown: bool = False) -> VideoInfo:
                              f"{MAX_PIXELS} pixels)")
         rate = vs.average_rate or vs.guessed_rate or vs.base_rate
         fps = float(rate) if rate else 0.0
+        if not math.isfinite(fps) or fps < 0:
+            fps = 0.0
         duration = None
         if vs.duration is not None and vs.time_base is not None:
             duration = float(vs.duration * vs.time_base)
         elif container.duration:
             duration = container.duration / 1_000_000
+        if duration is not None and (not math.isfinite(duration) or duration > MAX_DURATION_S):
+            raise VideoError(f"{path}: declares an absurd duration of {duration:.3g} s (at most {MAX_DURATION_S:.0f} s): "
+                             "a corrupt or hostile header")
+        if duration is not None and duration < 0:
+            duration = None
         n = int(vs.frames) if vs.frames else None
+        if n is not None and n > MAX_FRAMES:
+            raise VideoError(f"{path}: declares an absurd frame count of {n} (at most {MAX_FRAMES}): "
+                             "a corrupt or hostile header")
+        still = _still_image(path, container, vs)
+        if still:
+            raise VideoError(f"{path}: a still image, not a video ({still}); dfserve scores videos")
         if n is None and count_if_unknown:
-            n = sum(1 for pkt in container.demux(vs) if pkt.size)
+            n = _count_packets(path, duration)
         if n is None and duration and fps:
             n = int(round(duration * fps))
-        return VideoInfo(str(path), w, h, fps, n, duration, cc.name)
+            if n > MAX_FRAMES:
+                raise VideoError(f"{path}: declares {duration:.3g} s at {fps:.3g} fps, an absurd {n} frames "
+                                 f"(at most {MAX_FRAMES}): a corrupt or hostile header")
+        fmt = (container.format.name or "").split(",")[0]
+        return VideoInfo(str(path), w, h, fps, n, duration, cc.name, 0, fmt)
     finally:
         container.close()
 
 
+def _count_packets(path: str, duration: Optional[float]) -> int:
+    """Count the video packets (frames) of a file that declares no frame count, within the time budget."""
+    budget = DecodeBudget(str(path), duration, Path(path).stat().st_size)
+    budget.start()
+    container = _open(path)
+    n = 0
+    try:
+        for pkt in container.demux(container.streams.video[0]):
+            if pkt.size:
+                n += 1
+                if n % 256 == 0:
+                    budget.check(0)
+    except _av().error.FFmpegError:
+        log.debug("%s: packet count stopped at a broken tail after %d packets", path, n)
+    finally:
+        container.close()
+    return n
+
+
+def _frame_time(frame):
+    """Presentation time of a frame in seconds as an exact Fraction, or None."""
+    if frame.pts is None or frame.time_base is None:
+        return None
+    return frame.pts * frame.time_base
+
+
+def _upright(arr: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a display matrix rotation (degrees counterclockwise, multiples of 90) as players do."""
+    k = int(round(rotation / 90.0)) % 4
+    return np.ascontiguousarray(np.rot90(arr, k)) if k else arr
+
+
 def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeStats,
                 chunk: int = 16) -> Iterator[Tuple[List[int], List[np.ndarray]]]:
-    """Decode the video, yield (indices, BGR frames) chunks of the sampled frames."""
+    """Decode the video, yield (indices, BGR frames) chunks of the sampled frames, upright.
+
+    `fps:R` sampling uses the frames' timestamps (variable frame rate safe). Decoding is held to a time
+    budget (DecodeBudget), checked between frames; over it, a VideoError names the file.
+    """
     av = _av()
     sampler = policy.sampler(info.fps, info.n_frames)
     container = _open(path)
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        size = 0
+    budget = DecodeBudget(str(path), info.duration_s, size)
     idx_buf: List[int] = []
     frm_buf: List[np.ndarray] = []
     try:
         vs = container.streams.video[0]
+        if vs.codec_context is None:
+            raise VideoError(f"{path}: its video stream has an unknown codec or no decoder in this FFmpeg build")
         vs.thread_type = "AUTO"
+        vs.codec_context.options = {"max_pixels": str(MAX_PIXELS)}
         i = -1
+        budget.start()
         try:
             for frame in container.decode(vs):
                 i += 1
                 stats.frames_decoded = i + 1
-                if sampler.keep(i):
-                    if frame.width != info.width or frame.height != info.height:
-                        # resolution change mid-stream: keep going with the new size
-                        info.width, info.height = frame.width, frame.height
+                budget.check(i + 1)
+                if sampler.keep(i, _frame_time(frame)):
+                    fw, fh = frame.width, frame.height
+                    if fw > MAX_SIDE or fh > MAX_SIDE or fw * fh > MAX_PIXELS or fw <= 0 or fh <= 0:
+                        raise VideoError(f"{path}: absurd frame size {fw}x{fh} at frame {i} (at most {MAX_SIDE} "
+                                         f"per side and {MAX_PIXELS} pixels)")
+                    rot = frame.rotation or 0
+                    arr = _upright(frame.to_ndarray(format="bgr24"), rot)
+                    info.rotation = rot
+                    if arr.shape[1] != info.width or arr.shape[0] != info.height:
+                        # rotated display, or a resolution change mid-stream: keep going with the new size
+                        info.width, info.height = arr.shape[1], arr.shape[0]
                     idx_buf.append(i)
-                    frm_buf.append(frame.to_ndarray(format="bgr24"))
+                    frm_buf.append(arr)
                     if len(idx_buf) >= chunk:
+                        budget.pause()
                         yield idx_buf, frm_buf
+                        budget.start()
                         idx_buf, frm_buf = [], []
                 if sampler.done_after(i):
                     break
@@ -134,8 +297,11 @@ def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeS
                 raise VideoError(f"{path}: corrupt video, no frame could be decoded ({_ffmsg(exc)})") from exc
             stats.warning = f"decoding stopped after frame {stats.frames_decoded - 1}: {_ffmsg(exc)}"
             log.warning("%s: %s", path, stats.warning)
+        except (MemoryError, OverflowError) as exc:
+            raise VideoError(f"{path}: cannot be decoded ({type(exc).__name__}: a corrupt or hostile file)") from exc
         if stats.frames_decoded == 0:
             raise VideoError(f"{path}: no frame could be decoded (truncated or corrupt video)")
+        budget.pause()
         if idx_buf:
             yield idx_buf, frm_buf
     finally:

@@ -1,5 +1,9 @@
 """Frame sampling policies: `all | every:K | fps:R | uniform:N | first:N`.
 
+`fps:R` keeps the first frame of each 1/R-second slot of presentation time when the decoder gives
+timestamps (variable frame rate videos, phone clips), and falls back to frame indices at the nominal
+rate otherwise; for constant-rate videos both give the same frames.
+
 `first:N` is the seed app's (the first N consecutive frames). The default, `all`, covers the
 whole video. A policy is turned into a `Sampler` once the video's frame rate and (estimated)
 frame count are known; the sampler answers "keep frame i?" and "can decoding stop after i?".
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from ..errors import UsageError
 
@@ -61,6 +66,11 @@ class Sampler:
         self.fps = fps if fps and fps > 0 else 30.0
         self.n_frames = n_frames
         self._targets = None
+        self._t0 = None  # fps:R by timestamps: time of the first frame, last slot kept
+        self._last_slot = -1
+        self._last_t = None
+        self._offset = Fraction(0)
+        self._rate = Fraction(policy.value).limit_denominator(1_000_000) if policy.kind == "fps" else None
         if policy.kind == "uniform":
             n = n_frames or 0
             k = int(policy.value)
@@ -71,8 +81,12 @@ class Sampler:
             else:
                 self._targets = {int(round(i * (n - 1) / (k - 1))) if k > 1 else 0 for i in range(k)}
 
-    def keep(self, i: int) -> bool:
+    def keep(self, i: int, t=None) -> bool:
+        """Keep decoded frame i (presentation time `t` in seconds, a Fraction or float, if known)?
+        Call it once per decoded frame, in decoding order."""
         kind, v = self.policy.kind, self.policy.value
+        if kind == "fps" and t is not None:
+            return self._keep_time(t)
         if kind == "all":
             return True
         if kind == "every":
@@ -84,6 +98,25 @@ class Sampler:
                 return True
             return i == 0 or math.floor(i * v / self.fps) > math.floor((i - 1) * v / self.fps)
         return i in self._targets  # uniform
+
+    def _keep_time(self, t) -> bool:
+        if not isinstance(t, Fraction):
+            t = Fraction(t)
+        t += self._offset
+        if self._last_t is not None and t <= self._last_t:
+            # timestamps went backwards or stalled (concatenated streams, broken muxers): continue the
+            # timeline one nominal frame after the previous frame
+            step = 1 / Fraction(self.fps).limit_denominator(1001)
+            self._offset += self._last_t + step - t
+            t = self._last_t + step
+        self._last_t = t
+        if self._t0 is None:
+            self._t0 = t
+        slot = math.floor((t - self._t0) * self._rate)
+        if slot > self._last_slot:
+            self._last_slot = slot
+            return True
+        return False
 
     def done_after(self, i: int) -> bool:
         """True when no frame after index i can be kept (decoding may stop)."""
