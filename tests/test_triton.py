@@ -225,3 +225,31 @@ def test_every_face_through_the_server_matches_embedded(server, runtime, tmp_pat
     for a, b in zip(e["faces"], r["faces"]):
         assert a["track"] == b["track"] and a["frames"] == b["frames"] and abs(a["p_fake"] - b["p_fake"]) <= 1e-4
     assert [t[3] for t in e["timeline"]] == [t[3] for t in r["timeline"]]
+
+
+def test_deepfake_video_decodes_only_the_bytes_it_was_sent(server, tmp_path):
+    """A concat list, a playlist or a URL sent as 'video' bytes never makes the server read its own files,
+    and the error never echoes a server path."""
+    import tempfile
+    import uuid
+    from pathlib import Path
+
+    from dfserve import samples
+
+    secret = Path(tempfile.gettempdir()) / f"dfserve-secret-{uuid.uuid4().hex[:8]}.ts"  # beside the server's temp files
+    samples.make_face_video(secret, n_frames=10, width=160, height=96)
+    try:
+        attacks = {
+            "list.mp4": f"ffconcat version 1.0\nfile {secret.name}\n",
+            "play.m3u8": f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{secret.name}\n#EXT-X-ENDLIST\n",
+            "url.mp4": f"file://{secret}\n",
+        }
+        with DeepfakeClient(server.grpc_url) as c:
+            for name, text in attacks.items():
+                row = c.score_video(text.encode(), name=name)
+                assert row["label"] is None and row["frames_decoded"] == 0, (name, row)
+                assert row["error"]["type"] == "VideoError" and name in row["error"]["message"]
+                assert tempfile.gettempdir() not in row["error"]["message"] and secret.name not in row["error"]["message"]
+            assert c.is_ready()
+    finally:
+        secret.unlink()

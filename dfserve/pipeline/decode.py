@@ -42,6 +42,16 @@ DECODE_BUDGET_PER_MB = 2.0  # per MB of file, for streams that declare no durati
 IO_TIMEOUT_S = 60.0  # one open / read call of FFmpeg (interrupt callback)
 # Container formats that are still images, and image codecs whose one-frame streams are not videos.
 IMAGE_FORMATS = {"image2", "image2pipe"}
+# What FFmpeg may do with a file it is given: read that one file (no other protocol: no http, no
+# playlists pointing elsewhere) through container demuxers of real video files, and the single-image
+# demuxers (so a still image is recognised and refused by name). Playlists (hls, dash), concat,
+# image sequences (image2: a file-name pattern), tee, subtitles-as-video and the like are refused,
+# so a crafted "video" can never make the engine (or the server, for bytes it was sent) read another file.
+DEMUXER_WHITELIST = ",".join([
+    "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "mpeg", "flv", "asf",
+    "h264", "hevc", "m4v", "mpegvideo", "ivf", "obu", "yuv4mpegpipe", "gif", "apng", "webp_pipe", "gif_pipe",
+    "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe", "ogg", "dv", "nut", "rawvideo"])
+PROTOCOL_WHITELIST = "file"
 ANIMATABLE_FORMATS = {"gif", "apng", "webp", "webp_pipe"}
 IMAGE_CODECS = {"png", "apng", "mjpeg", "jpeg2000", "jpegls", "jpegxl", "bmp", "tiff", "webp", "gif", "qoi", "pam",
                 "pgm", "ppm", "pbm", "pgmyuv", "sgi", "sunrast", "targa", "xbm", "xpm", "xwd", "pcx", "dds", "exr",
@@ -89,7 +99,8 @@ def _open(path: str):
     if not os.access(p, os.R_OK):
         raise VideoError(f"{path}: not readable (permission denied)")
     try:
-        container = av.open(str(p), mode="r", timeout=(IO_TIMEOUT_S, IO_TIMEOUT_S))
+        container = av.open(str(p), mode="r", timeout=(IO_TIMEOUT_S, IO_TIMEOUT_S),
+                            options={"format_whitelist": DEMUXER_WHITELIST, "protocol_whitelist": PROTOCOL_WHITELIST})
     except FileNotFoundError:
         raise VideoError(f"{path}: no such file (removed before it was read)") from None
     except PermissionError:

@@ -63,8 +63,7 @@ def new_tracker(opts: ScoreOptions) -> Optional[IoUTracker]:
 def expected_frames(opts: ScoreOptions, info: Optional[VideoInfo]) -> Optional[int]:
     if info is None or info.n_frames is None:
         return None
-    exp = opts.sample.sampler(info.fps, info.n_frames).expected()
-    return None if exp is None else len(exp)
+    return opts.sample.sampler(info.fps, info.n_frames).expected_count()
 
 
 class _Stop(Exception):

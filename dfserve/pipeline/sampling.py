@@ -127,6 +127,25 @@ class Sampler:
             return not self._targets or i >= max(self._targets)
         return False
 
+    def expected_count(self) -> int | None:
+        """How many frames will be kept (computed, not counted: cheap for any declared frame count);
+        for fps:R an estimate from the nominal rate (sampling itself follows the timestamps)."""
+        n = self.n_frames
+        if n is None:
+            return None
+        kind, v = self.policy.kind, self.policy.value
+        if kind == "all":
+            return n
+        if kind == "every":
+            return -(-n // int(v))
+        if kind == "first":
+            return min(n, int(v))
+        if kind == "uniform":
+            return len(self._targets)
+        if v >= self.fps or n == 0:
+            return n
+        return int(math.floor((n - 1) * v / self.fps)) + 1
+
     def expected(self) -> list[int] | None:
         """The indices that will be kept, where the frame count is known."""
         if self.n_frames is None:

@@ -36,14 +36,7 @@ def expected_frames(path: str, opts: ScoreOptions) -> Optional[int]:
         return None
     if not info.n_frames:
         return None
-    sampler = opts.sample.sampler(info.fps, info.n_frames)
-    n = 0
-    for i in range(info.n_frames):
-        if sampler.keep(i):
-            n += 1
-        if sampler.done_after(i):
-            break
-    return n
+    return opts.sample.sampler(info.fps, info.n_frames).expected_count()
 
 
 def attach_progress(scorer, fn: Callable[[str, int], None]) -> Callable[[], None]:
