@@ -15,6 +15,7 @@ from dfserve.pipeline.runtime import OnnxRuntime
 from dfserve.pipeline.sampling import parse_policy
 from dfserve.serving.repo import build_repo
 from dfserve.serving.server import TritonServer
+from dfserve import spec as spec_models
 
 pytestmark = pytest.mark.triton
 
@@ -253,3 +254,25 @@ def test_deepfake_video_decodes_only_the_bytes_it_was_sent(server, tmp_path):
             assert c.is_ready()
     finally:
         secret.unlink()
+
+
+def test_bad_tensors_are_refused_by_the_python_models(server):
+    """NaN logits, mismatched lengths, detections that do not match the frames: a clear error naming the
+    model, never a silently wrong verdict; the server stays ready."""
+    from dfserve.serving.triton_models import check_chunk
+
+    with pytest.raises(ValueError, match="NaN"):
+        check_chunk(np.array([[np.nan, 1.0]]), np.array([0]))
+    with pytest.raises(ValueError, match="2 frames of logits but 1 indices"):
+        check_chunk(np.zeros((2, 2)), np.array([0]))
+    with DeepfakeClient(server.grpc_url) as c:
+        with pytest.raises(ServerError, match="video_aggregator.*NaN"):
+            c.aggregate(7, np.array([[np.nan, 0.0]], np.float32), [0], start=True, end=True)
+        with pytest.raises(ServerError, match="video_aggregator.*indices"):
+            c.aggregate(8, np.zeros((3, 2), np.float32), [0, 1], start=True, end=True)
+        frames = np.zeros((2, 64, 64, 3), np.uint8)
+        with pytest.raises(ServerError, match="face_crop"):
+            c._infer(spec_models.FACE_CROP, {"frames": frames, "loc": np.zeros((1, 5, 4), np.float32),
+                                             "scores": np.zeros((1, 5), np.float32),
+                                             "scale": np.ones((1, 1), np.float32)})
+        assert c.is_ready()

@@ -29,7 +29,7 @@ import numpy as np
 from .. import spec
 from ..spec import T
 from .._lazy import require
-from ..errors import ServerError
+from ..errors import ServerError, VideoError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,32 @@ def _host(a):
     return a if isinstance(a, np.ndarray) else a.cpu().numpy()
 
 
+MAX_VIDEO_BYTES = 1 << 30  # score_video sends at most this much (a gRPC message is at most 2 GiB)
+
+
+def read_video_file(path: Union[str, Path], max_bytes: int = MAX_VIDEO_BYTES) -> bytes:
+    """The bytes of a regular video file, or a VideoError naming it: never a FIFO (it would block), a device
+    (/dev/zero would be read until memory runs out), a folder or a symlink loop, never more than max_bytes."""
+    import stat
+
+    try:
+        st = os.stat(path)  # follows symlinks: what matters is what would be read
+    except OSError as exc:
+        raise VideoError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a pipe (FIFO)" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) else "not a regular file")
+        raise VideoError(f"{path}: is {kind}, not a video file")
+    if st.st_size > max_bytes:
+        raise VideoError(f"{path}: {st.st_size} bytes is more than the client sends ({max_bytes}); score it "
+                         "with `dfserve score --server` (frames are streamed) or raise max_video_bytes")
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise VideoError(f"{path}: grew past {max_bytes} bytes while being read")
+    return data
+
+
 @dataclass
 class FramesResult:
     boxes: np.ndarray  # [B,4] x1,y1,x2,y2 (zeros where no face)
@@ -94,8 +120,10 @@ def _grpc():
 
 class DeepfakeClient:
     def __init__(self, url: str = "127.0.0.1:8001", timeout: float = 120.0, retries: int = 4,
-                 backoff: float = 0.25, shared_memory: Union[bool, str] = "auto"):
+                 backoff: float = 0.25, shared_memory: Union[bool, str] = "auto",
+                 max_video_bytes: int = MAX_VIDEO_BYTES):
         grpc = _grpc()
+        self.max_video_bytes = max_video_bytes
         self.url = url
         self.timeout = timeout
         self.retries = retries
@@ -283,7 +311,7 @@ class DeepfakeClient:
         """Send an encoded video (path or bytes) to `deepfake_video`; returns a `dfserve score` row."""
         if isinstance(video, (str, Path)):
             name = name or str(video)
-            data = Path(video).read_bytes()
+            data = read_video_file(video, self.max_video_bytes)
         else:
             data = bytes(video)
         from ..pipeline.options import REQUEST_FIELDS, ScoreOptions

@@ -211,10 +211,14 @@ class FaceCrop(_Model):
         from ..pipeline.faces import choose_faces, detector_size, faces_for_classifier
 
         frames = x[T.FRAMES]
+        if not (len(x[T.LOC]) == len(x[T.SCORES]) == len(frames)):
+            raise ValueError(f"{len(frames)} frames but detections for {len(x[T.LOC])} / {len(x[T.SCORES])}")
         h, w, scale = detector_size(frames.shape[1], frames.shape[2], self.max_side)
         loc, scores = x[T.LOC], x[T.SCORES]
         if self.cuda:  # detections are small: NMS on the host, pixels stay on the GPU
             loc, scores = loc.float().cpu().numpy(), scores.float().cpu().numpy()
+        if not (np.isfinite(loc).all() and np.isfinite(scores).all()):
+            raise ValueError("detector outputs contain NaN or infinity")
         chosen = choose_faces(loc, scores, h, w, scale, self.threshold)
         if self.cuda:
             from ..pipeline.torch_runtime import crop_resize
@@ -226,6 +230,22 @@ class FaceCrop(_Model):
         else:
             faces, boxes, has = faces_for_classifier(list(frames), chosen, self.margin)
         return {T.FACES: faces, T.BOXES: boxes, T.HAS_FACE: has.reshape(-1, 1)}
+
+
+def check_chunk(logits: np.ndarray, indices: np.ndarray):
+    """A chunk sent to the aggregator: finite logits [n,2] and one frame index each (never silently wrong)."""
+    logits = np.asarray(logits, np.float64).reshape(-1, spec.NUM_CLASSES) if np.size(logits) % spec.NUM_CLASSES == 0 \
+        else None
+    indices = np.asarray(indices).reshape(-1)
+    if logits is None:
+        raise ValueError(f"logits must have {spec.NUM_CLASSES} values per frame")
+    if len(logits) != len(indices):
+        raise ValueError(f"{len(logits)} frames of logits but {len(indices)} indices")
+    if not np.isfinite(logits).all():
+        raise ValueError("logits contain NaN or infinity")
+    if len(indices) and indices.min() < 0:
+        raise ValueError("frame indices must not be negative")
+    return logits, indices
 
 
 class VideoAggregator(_Model):
@@ -257,8 +277,9 @@ class VideoAggregator(_Model):
                 head = head.decode() if isinstance(head, bytes) else str(head)
                 if flags & self.pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START or cid not in self.state:
                     self.state[cid] = (VideoAggregate(head), now)
+                logits, indices = check_chunk(x[T.LOGITS], x[T.INDICES])
                 agg = self.state[cid][0]
-                agg.add(x[T.LOGITS].reshape(-1, spec.NUM_CLASSES), x[T.INDICES].reshape(-1))
+                agg.add(logits, indices)
                 self.state[cid] = (agg, now)
                 v = agg.verdict()
                 if flags & self.pb.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END:
