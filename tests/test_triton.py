@@ -276,3 +276,30 @@ def test_bad_tensors_are_refused_by_the_python_models(server):
                                              "scores": np.zeros((1, 5), np.float32),
                                              "scale": np.ones((1, 1), np.float32)})
         assert c.is_ready()
+
+
+def test_shared_memory_of_a_killed_client_is_released(server, videos):
+    """A client killed with -9 leaves its /dev/shm region registered; the server's sweep releases it."""
+    import os
+    import signal
+    import time
+
+    code = ("import sys, time, numpy as np\n"
+            "from dfserve.client import DeepfakeClient\n"
+            "c = DeepfakeClient(sys.argv[1])\n"
+            "c.infer_frames(np.zeros((8, 360, 640, 3), np.uint8))\n"  # 5.5 MB: through shared memory
+            "print(c._shm[0], flush=True)\n"
+            "time.sleep(600)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, server.grpc_url], stdout=subprocess.PIPE, text=True)
+    name = p.stdout.readline().strip()
+    assert name.startswith(f"dfserve-{p.pid}-") and os.path.exists(f"/dev/shm/{name}")
+    with DeepfakeClient(server.grpc_url) as c:
+        assert name in [r.name for r in c._c.get_system_shared_memory_status().regions.values()]
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and os.path.exists(f"/dev/shm/{name}"):
+            time.sleep(0.5)
+        assert not os.path.exists(f"/dev/shm/{name}")
+        assert name not in [r.name for r in c._c.get_system_shared_memory_status().regions.values()]
+        assert c.is_ready()

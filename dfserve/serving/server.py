@@ -83,8 +83,11 @@ class TritonServer:
 
     def __init__(self, repo: str | Path, grpc_port: int = 0, http_port: int = 0, metrics_port: int = 0,
                  host: str = "127.0.0.1", log_verbose: int = 0, extra_args: Optional[List[str]] = None,
-                 startup_timeout: float = 120.0):
+                 startup_timeout: float = 120.0, shm_sweep_s: float = 5.0):
         self.repo = Path(repo).resolve()
+        self.shm_sweep_s = shm_sweep_s
+        self._sweeper: Optional[threading.Thread] = None
+        self._sweep_stop = threading.Event()
         self.host = host
         self.grpc_port = grpc_port or free_port(host)
         self.http_port = http_port or free_port(host)
@@ -133,7 +136,51 @@ class TritonServer:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.wait_ready()
+        if self.shm_sweep_s > 0:
+            self._sweep_stop.clear()
+            self._sweeper = threading.Thread(target=self._sweep_loop, daemon=True, name="dfserve-shm-sweep")
+            self._sweeper.start()
         return self
+
+    # ----------------------------------------------------------------- shared memory of dead clients
+    def _sweep_loop(self) -> None:
+        while not self._sweep_stop.wait(self.shm_sweep_s):
+            try:
+                self.sweep_dead_client_regions()
+            except Exception:  # noqa: BLE001 - the sweep never takes the server down
+                log.debug("shared-memory sweep failed", exc_info=True)
+
+    def sweep_dead_client_regions(self) -> List[str]:
+        """Unregister (and unlink) the shared-memory regions of dfserve clients that died without releasing
+        them (killed with -9). dfserve clients name their regions `dfserve-<pid>-<random>`; shared memory is
+        local to this host, so a pid that no longer exists here is a dead client. Others' regions are left."""
+        removed = []
+        for kind in ("systemsharedmemory", "cudasharedmemory"):
+            try:
+                with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/v2/{kind}/status", timeout=5) as r:
+                    regions = json.loads(r.read().decode() or "[]")
+            except (OSError, ValueError):
+                continue
+            for reg in regions if isinstance(regions, list) else []:
+                name = str(reg.get("name", ""))
+                pid = _client_pid(name)
+                if pid is None or _pid_alive(pid):
+                    continue
+                req = urllib.request.Request(f"http://{self.host}:{self.http_port}/v2/{kind}/region/{name}/unregister",
+                                             data=b"", method="POST")
+                try:
+                    urllib.request.urlopen(req, timeout=5).close()
+                except OSError:
+                    continue
+                key = str(reg.get("key", "")).lstrip("/")
+                if kind == "systemsharedmemory" and key and "/" not in key:
+                    try:
+                        os.unlink(f"/dev/shm/{key}")
+                    except OSError:
+                        pass
+                log.warning("released shared memory %s of client pid %d, which exited without releasing it", name, pid)
+                removed.append(name)
+        return removed
 
     def _read(self):
         assert self.proc is not None and self.proc.stdout is not None
@@ -200,6 +247,7 @@ class TritonServer:
         return f"{what} (repository {self.repo}):\n{detail}"
 
     def stop(self, timeout: float = 20.0) -> None:
+        self._sweep_stop.set()
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGINT)
@@ -223,3 +271,20 @@ class TritonServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def _client_pid(region: str) -> Optional[int]:
+    parts = region.split("-")
+    if len(parts) >= 3 and parts[0] == "dfserve" and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
