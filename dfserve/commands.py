@@ -28,8 +28,12 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", metavar="HOST:PORT", help="score through a Triton server (gRPC) instead of in-process")
     p.add_argument("--device", default="cpu", help="cpu (onnxruntime, default) or cuda[:N] (NVDEC decode + torch fp16 "
                                                    "on the GPU)")
-    p.add_argument("--runtime", choices=("auto", "onnxruntime", "torch"), default="auto",
-                   help="embedded runtime: auto = onnxruntime on cpu, torch on cuda")
+    p.add_argument("--runtime", choices=("auto", "onnxruntime", "openvino", "torch"), default="auto",
+                   help="embedded runtime: auto = the fastest installed on cpu (openvino, else onnxruntime), "
+                        "torch on cuda")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="classifier precision: fp32 (exact, default), bf16 (openvino), int8 (a variant written by "
+                        "`dfserve export --precision int8`); its measured drift is in the export's metadata.json")
     p.add_argument("--out", type=Path, help="JSON Lines output file (default: stdout)")
     p.add_argument("--resume", action="store_true", help="skip videos already in --out; append the rest")
     p.add_argument("--head", choices=spec.HEADS, default=spec.DEFAULT_HEAD,

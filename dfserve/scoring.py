@@ -27,14 +27,16 @@ class ScorerConfig:
     checkpoint: Optional[Path] = None  # seed checkpoint, exported on first use into the cache
     server: Optional[str] = None  # HOST:PORT of a dfserve Triton server
     device: str = "cpu"
-    runtime: str = "auto"  # auto | onnxruntime | torch
+    runtime: str = "auto"  # auto | onnxruntime | openvino | torch
     threads: int = 0  # CPU threads for the runtime (0: all cores)
+    precision: str = "fp32"  # fp32 | bf16 | int8 (issue 11: variants written by `dfserve export --precision`)
 
     @classmethod
     def from_args(cls, args) -> "ScorerConfig":
         return cls(models=getattr(args, "models", None), checkpoint=getattr(args, "checkpoint", None),
                    server=getattr(args, "server", None), device=getattr(args, "device", "cpu") or "cpu",
-                   runtime=getattr(args, "runtime", "auto") or "auto", threads=getattr(args, "threads", 0) or 0)
+                   runtime=getattr(args, "runtime", "auto") or "auto", threads=getattr(args, "threads", 0) or 0,
+                   precision=getattr(args, "precision", "fp32") or "fp32")
 
 
 def make_scorer(opts: ScoreOptions, config: ScorerConfig):
@@ -50,22 +52,25 @@ def make_scorer(opts: ScoreOptions, config: ScorerConfig):
         return RemoteScorer(config.server, opts)
     from .models import resolve_models
     from .pipeline.engine import Scorer
-    from .pipeline.runtime import OnnxRuntime
 
     resolved = resolve_models(config.models, config.checkpoint)
     if resolved.untrained:
         log.warning("the models in %s have RANDOM, UNTRAINED weights: verdicts are meaningless", resolved.models_dir)
     device, runtime = config.device, config.runtime
+    from .pipeline.runtime_choice import TaggedScorer, make_cpu_runtime, resolve_runtime  # issue 11
+
     if runtime == "torch" or (runtime == "auto" and device.startswith("cuda")):
+        resolve_runtime("torch", config.precision)  # issue 11: torch runs fp32 (fp16 on CUDA) only
         from .pipeline.gpu_scorer import TorchScorer
         from .pipeline.torch_runtime import load_torch_runtime
 
         rt = load_torch_runtime(resolved.models_dir, config.checkpoint, device, resolved.model_id)
-        return TorchScorer(rt, opts, model_id=resolved.model_id)
+        return TaggedScorer(TorchScorer(rt, opts, model_id=resolved.model_id), rt)
     if device != "cpu":
         raise UsageError(f"--device {device} needs --runtime torch (onnxruntime here is the CPU build)")
-    rt = OnnxRuntime(resolved.models_dir, threads=config.threads or None, classifier_batch=opts.batch)
-    return Scorer(rt, opts, model_id=resolved.model_id)
+    rt = make_cpu_runtime(resolved.models_dir, runtime, config.precision, threads=config.threads or None,
+                          classifier_batch=opts.batch)  # issue 11: onnxruntime or openvino, any precision
+    return TaggedScorer(Scorer(rt, opts, model_id=resolved.model_id), rt)
 
 
 @dataclass

@@ -20,10 +20,12 @@ class OnnxRuntime:
     name = "onnxruntime-cpu"
 
     def __init__(self, models_dir: str | Path, threads: int | None = None,
-                 classifier_batch: int = spec.DEFAULT_CLASSIFIER_BATCH):
+                 classifier_batch: int = spec.DEFAULT_CLASSIFIER_BATCH, precision: str = "fp32"):
         import onnxruntime as ort
 
         models_dir = Path(models_dir)
+        cls_file = _classifier_file(models_dir, precision)  # issue 11: fp32 (default) or the int8 variant
+        self.precision = precision
         threads = threads or os.cpu_count() or 1
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
@@ -31,7 +33,7 @@ class OnnxRuntime:
         so.log_severity_level = 3
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = ["CPUExecutionProvider"]
-        self._cls = ort.InferenceSession(str(models_dir / spec.CLASSIFIER_ONNX), so, providers=providers)
+        self._cls = ort.InferenceSession(str(cls_file), so, providers=providers)
         self._det = ort.InferenceSession(str(models_dir / spec.DETECTOR_ONNX), so, providers=providers)
         self.classifier_batch = classifier_batch
         from ..models import model_id_from_metadata, read_metadata
@@ -51,3 +53,18 @@ class OnnxRuntime:
     def detect(self, images: np.ndarray):
         loc, scores = self._det.run(self._dout, {self._din: images})
         return loc, scores
+
+
+def _classifier_file(models_dir: Path, precision: str) -> Path:
+    """fp32: frame_classifier.onnx; int8: the QDQ variant written by `dfserve export --precision int8`."""
+    from ..errors import ModelFilesError, UsageError
+    from ..export.precision import classifier_file
+
+    if precision == "bf16":
+        raise UsageError("--precision bf16 runs in OpenVINO only: use --runtime openvino (pip install "
+                         "'dfserve[openvino]')")
+    path = classifier_file(models_dir, precision)
+    if not path.is_file():
+        raise ModelFilesError(f"{models_dir}: no {path.name} for --precision {precision}; create it with "
+                              f"`dfserve export --models {models_dir} --precision {precision}`")
+    return path

@@ -1,0 +1,93 @@
+"""Choosing a CPU runtime and precision (`--runtime`, `--precision`) — used by `dfserve score`, the bench and
+the Triton cpu flavor's python models, so they all choose the same way.
+
+`auto` is the fastest runtime installed that runs the asked precision: OpenVINO when it imports (measured
+faster than onnxruntime at fp32 on the classifier and the detector, with logits within 1e-4 of it: see
+README "Runtimes and precisions"), else onnxruntime. bf16 runs in OpenVINO only.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .. import spec
+from ..errors import UsageError
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "onnxruntime", "openvino", "torch")
+CPU_RUNTIMES = ("onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
+AUTO_ORDER = ("openvino", "onnxruntime")  # fastest first, by measurement (benchmarks/cpu_runtimes.py)
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_runtime(runtime: str = "auto", precision: str = "fp32") -> str:
+    """'auto' -> the fastest installed CPU runtime for `precision`; otherwise check the pair."""
+    if runtime not in RUNTIMES:
+        raise UsageError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if runtime == "auto":
+        for rt in AUTO_ORDER:
+            if rt == "openvino" and not openvino_available():
+                continue
+            if precision == "bf16" and rt != "openvino":
+                continue
+            return rt
+        raise UsageError("--precision bf16 runs in OpenVINO, which is not installed: pip install 'dfserve[openvino]'")
+    if runtime == "torch" and precision != "fp32":
+        raise UsageError(f"--runtime torch runs fp32 on the CPU (fp16 on CUDA); --precision {precision} needs "
+                         "--runtime openvino or onnxruntime")
+    if runtime == "onnxruntime" and precision == "bf16":
+        raise UsageError("--precision bf16 runs in OpenVINO only: use --runtime openvino")
+    if runtime == "openvino" and not openvino_available():
+        raise UsageError("--runtime openvino needs the openvino package: pip install 'dfserve[openvino]'")
+    return runtime
+
+
+def make_cpu_runtime(models_dir: str | Path, runtime: str = "auto", precision: str = "fp32",
+                     threads: int | None = None, classifier_batch: int = spec.DEFAULT_CLASSIFIER_BATCH):
+    """An OnnxRuntime or OpenVinoRuntime for `models_dir` (`runtime` may be 'auto')."""
+    rt = resolve_runtime(runtime, precision)
+    if rt == "openvino":
+        from .runtime_openvino import OpenVinoRuntime
+
+        return OpenVinoRuntime(models_dir, threads=threads, classifier_batch=classifier_batch, precision=precision)
+    if rt == "onnxruntime":
+        from .runtime import OnnxRuntime
+
+        return OnnxRuntime(models_dir, threads=threads, classifier_batch=classifier_batch, precision=precision)
+    raise UsageError(f"--runtime {runtime}: not a CPU ONNX runtime (choose {', '.join(CPU_RUNTIMES)})")
+
+
+def runtime_fields(rt) -> dict:
+    """What a result row records about the runtime: its name and the classifier's precision."""
+    prec = getattr(rt, "precision", None)
+    if prec is None:
+        prec = "fp16" if getattr(rt, "fp16", False) else "fp32"
+    return {"runtime": getattr(rt, "name", type(rt).__name__), "precision": prec}
+
+
+class TaggedScorer:
+    """Wraps a scorer so every row it yields records `runtime` and `precision`; everything else passes through."""
+
+    def __init__(self, scorer, rt):
+        self._scorer = scorer
+        self.fields = runtime_fields(rt)
+
+    def score(self, paths: Iterable[str]) -> Iterator[dict]:
+        for row in self._scorer.score(paths):
+            row.update(self.fields)
+            yield row
+
+    def __getattr__(self, name):
+        return getattr(self._scorer, name)
