@@ -115,3 +115,22 @@ def test_score_cli_accepts_runtime_and_precision():
     assert (a.runtime, a.precision) == ("auto", "fp32")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["score", "x.mp4", "--precision", "fp16"])
+
+
+def test_triton_network_session_uses_the_configured_runtime(exported, ort_runtime, tmp_path):
+    """The Triton cpu flavor's python models build their session with make_network_session (config params)."""
+    from dfserve.errors import ModelFilesError
+    from dfserve.pipeline.runtime_choice import make_network_session
+    from dfserve.samples import calibration_faces
+
+    v = tmp_path / "1"
+    v.mkdir()
+    (v / "model.onnx").symlink_to(exported.out_dir / "frame_classifier.onnx")
+    x = calibration_faces(6, seed=2)
+    want = ort_runtime.classify(x)
+    for rt in ("onnxruntime", "openvino", "auto"):
+        run = make_network_session(v, True, rt, "fp32", 2, ["logits"])
+        assert run.runtime == ("openvino" if rt == "auto" else rt)
+        assert np.abs(run({"faces": x})["logits"] - want).max() < 1e-3
+    with pytest.raises(ModelFilesError, match="model.int8.onnx"):
+        make_network_session(v, True, "openvino", "int8")

@@ -91,3 +91,64 @@ class TaggedScorer:
 
     def __getattr__(self, name):
         return getattr(self._scorer, name)
+
+
+def make_session(path: str | Path, runtime: str = "auto", precision: str = "fp32", threads: int | None = None,
+                 output_names=None):
+    """One network's `run(inputs dict) -> outputs dict` in the chosen runtime (the Triton python models' hook).
+
+    `precision` is the compile precision of this network (fp32 / bf16: OpenVINO hint; an int8 file is a
+    QDQ ONNX and runs with either runtime's int8 kernels).
+    """
+    import os
+
+    rt = resolve_runtime(runtime, precision)
+    threads = int(threads or os.cpu_count() or 1)
+    if rt == "openvino":
+        from .runtime_openvino import compile_onnx
+
+        cm = compile_onnx(path, precision, threads)
+        req = cm.create_infer_request()
+        names = list(output_names or [o.get_any_name() for o in cm.outputs])
+        outs = [cm.output(n) for n in names]
+
+        def run(inputs):
+            res = req.infer({k: v for k, v in inputs.items()})
+            return {n: res[o] for n, o in zip(names, outs)}
+        run.runtime = "openvino"
+        return run
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    names = list(output_names or [o.name for o in sess.get_outputs()])
+
+    def run(inputs):
+        return dict(zip(names, sess.run(names, inputs)))
+    run.runtime = "onnxruntime"
+    return run
+
+
+def network_precision(classifier: bool, runtime: str, precision: str) -> str:
+    """The compile precision of one network: the classifier runs `precision`; the detector has no int8 variant,
+    so with bf16/int8 it runs bf16 in OpenVINO (fp32 in onnxruntime)."""
+    if classifier or precision == "fp32":
+        return precision
+    return "bf16" if runtime == "openvino" else "fp32"
+
+
+def make_network_session(version_dir: str | Path, classifier: bool, runtime: str = "auto", precision: str = "fp32",
+                         threads: int | None = None, output_names=None):
+    """A Triton version folder's network (`model.onnx`, or `model.int8.onnx` for the int8 classifier)."""
+    rt = resolve_runtime(runtime, precision)
+    name = "model.int8.onnx" if (classifier and precision == "int8") else "model.onnx"
+    path = Path(version_dir) / name
+    if not path.is_file():
+        from ..errors import ModelFilesError
+
+        raise ModelFilesError(f"{path}: missing (precision {precision}: `dfserve export --precision {precision}`, "
+                              "then `dfserve repo build --models DIR`)")
+    return make_session(path, rt, network_precision(classifier, rt, precision), threads, output_names)

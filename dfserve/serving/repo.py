@@ -91,6 +91,8 @@ def model_config(name: str, flavor: str):
         params["device"] = "cuda" if on_gpu else "cpu"
         if on_gpu:
             params["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"  # python backend: keep inputs on the GPU (DLPack)
+        if name in NETWORKS and not on_gpu:  # issue 11: auto|onnxruntime|openvino, fp32|bf16|int8
+            params.update(runtime="auto", precision="fp32")
     for k in sorted(params):
         c.parameters[k].string_value = params[k]
     return c
@@ -179,5 +181,7 @@ def install_models(repo: Path, flavor: str, models: Path) -> None:
             shutil.copyfile(plan, vdir / "model.plan")
         else:
             shutil.copyfile(models / fname, vdir / "model.onnx")
+            if name == "frame_classifier" and (models / "frame_classifier.int8.onnx").is_file():  # issue 11
+                shutil.copyfile(models / "frame_classifier.int8.onnx", vdir / "model.int8.onnx")
     info = {"model_id": model_id_from_metadata(meta), "metadata": meta}
     (repo / "deepfake_video" / "1" / "model_info.json").write_text(json.dumps(info, indent=1))
