@@ -22,7 +22,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ MICRO_DET = [("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")
 
 # --------------------------------------------------------------------------------- worker (own process)
 def worker(cfg_path: str, out_path: str) -> int:
+    from dfserve.bench.worker import _peak_rss_mb
     from dfserve.pipeline.options import ScoreOptions
     from dfserve.pipeline.sampling import parse_policy
     from dfserve.scoring import ScorerConfig, make_scorer
@@ -59,7 +59,7 @@ def worker(cfg_path: str, out_path: str) -> int:
         from dfserve.bench.worker import run_seed
 
         res = run_seed({"checkpoint": cfg["checkpoint"], "videos": [cfg["video"]], "frames": cfg["frames"]})[0]
-        res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        res["peak_rss_mb"] = _peak_rss_mb()
         Path(out_path).write_text(json.dumps(res))
         return 0
     conf = ScorerConfig(models=Path(cfg["models"]), runtime=cfg["runtime"], precision=cfg["precision"])
@@ -87,7 +87,7 @@ def worker(cfg_path: str, out_path: str) -> int:
     res = {"seconds": wall, "frames": row["frames_scored"], "frames_decoded": row["frames_decoded"],
            "p_fake": row["p_fake"], "runtime": row.get("runtime"), "precision": row.get("precision"),
            "error": row["error"], "setup_s": setup_s, "profile": {k: round(v, 3) for k, v in prof.items()},
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+           "peak_rss_mb": _peak_rss_mb()}
     res["profile"]["other_main_thread_s"] = round(wall - prof["classify_s"] - prof["detect_s"], 3)
     Path(out_path).write_text(json.dumps(res))
     return 0
