@@ -45,7 +45,8 @@ def _add_export(sub) -> None:
     trt.add_argument("--models", type=Path, help="with --tensorrt: build engines for this existing export")
     trt.add_argument("--fp16", action="store_true", help="TensorRT: allow fp16 kernels")
     trt.add_argument("--int8", action="store_true", help="TensorRT: INT8, calibrated on real face crops (--calib)")
-    trt.add_argument("--calib", nargs="+", default=[], metavar="VIDEO", help="videos/folders for INT8 calibration (TensorRT --int8 and --precision int8)")
+    trt.add_argument("--calib", nargs="+", default=[], metavar="VIDEO",
+                     help="videos/folders for INT8 calibration (TensorRT --int8 and --precision int8)")
     p.add_argument("--head", choices=spec.HEADS, default=spec.DEFAULT_HEAD,
                    help="video head recorded in the metadata: mean (training notebook) or last (Django app)")
     p.add_argument("--no-validate", action="store_true", help="skip the validation against PyTorch")
