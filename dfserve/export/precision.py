@@ -269,7 +269,8 @@ def drift(ref_logits, ref_feats, logits, feats, n_videos: int = 200, seed: int =
 
 # ----------------------------------------------------------------------------------- the export step
 def export_precisions(models_dir, precisions: Sequence[str], calib_videos: Sequence[str] = (), force: bool = False,
-                      method: str = "onnxruntime", threads: Optional[int] = None, n_default: int = 128) -> Dict[str, dict]:
+                      method: str = "onnxruntime", threads: Optional[int] = None,
+                      n_default: int = 128) -> Dict[str, dict]:
     """Write each requested precision variant into `models_dir` and its drift into metadata.json.
 
     Raises ExportValidationError for a variant whose per-frame label agreement on the validation crops is
