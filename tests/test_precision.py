@@ -54,6 +54,7 @@ def test_variants_and_drift_are_written(variants):
             assert dr["features_cosine"]["min"] <= dr["features_cosine"]["mean"] <= 1.0 + 1e-6
     fp32 = prec["fp32"]["drift"]["openvino"]
     assert fp32["per_frame"]["max_abs_dp_fake"] < 1e-4 and fp32["features_cosine"]["min"] > 0.99999
+    assert prec["fp32"]["exact"] is True
     bf16 = prec["bf16"]["drift"]["openvino"]
     assert bf16["features_cosine"]["min"] > 0.95 and bf16["per_video"]["mean@100"]["max_abs_dp_fake"] < 0.05
     for rt in ("onnxruntime", "openvino"):

@@ -301,6 +301,11 @@ def export_precisions(models_dir, precisions: Sequence[str], calib_videos: Seque
                 if have_ov:
                     entry["drift"] = {"openvino": drift(ref_logits, ref_feats, *_Runner(feat_path, "openvino", "fp32",
                                                                                          threads)(val))}
+                    # fp32 must stay exact in every runtime (--runtime auto relies on it): p_fake within 1e-4
+                    entry["exact"] = entry["drift"]["openvino"]["per_frame"]["max_abs_dp_fake"] <= spec.TOL_VERDICT_PROB
+                    if not entry["exact"]:
+                        log.warning("OpenVINO fp32 differs from onnxruntime by more than %g in p_fake: use "
+                                    "--runtime onnxruntime for exact fp32", spec.TOL_VERDICT_PROB)
             elif p == "bf16":
                 if not have_ov:
                     raise UsageError("--precision bf16 runs in OpenVINO: pip install 'dfserve[openvino]'")
