@@ -50,6 +50,9 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=spec.DEFAULT_CLASSIFIER_BATCH, help="classifier batch size")
     p.add_argument("--detect-size", type=int, default=spec.DETECTOR_MAX_SIDE,
                    help="longer side (pixels) frames are downscaled to for face detection")
+    p.add_argument("--detect-every", type=int, default=1, metavar="K",
+                   help="detect faces on every K-th sampled frame and carry boxes to the frames between (faster; "
+                        "boxes may differ from per-frame detection: see README). Default 1: every frame, as the seed")
     p.add_argument("--decode-workers", type=int, default=2, help="videos decoded concurrently")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for onnxruntime (0: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -30,13 +30,15 @@ class ScorerConfig:
     runtime: str = "auto"  # auto | onnxruntime | openvino | torch
     threads: int = 0  # CPU threads for the runtime (0: all cores)
     precision: str = "fp32"  # fp32 | bf16 | int8 (issue 11: variants written by `dfserve export --precision`)
+    detect_every: int = 1  # issue 11: detect on every K-th sampled frame, carry boxes between (1: every frame)
 
     @classmethod
     def from_args(cls, args) -> "ScorerConfig":
         return cls(models=getattr(args, "models", None), checkpoint=getattr(args, "checkpoint", None),
                    server=getattr(args, "server", None), device=getattr(args, "device", "cpu") or "cpu",
                    runtime=getattr(args, "runtime", "auto") or "auto", threads=getattr(args, "threads", 0) or 0,
-                   precision=getattr(args, "precision", "fp32") or "fp32")
+                   precision=getattr(args, "precision", "fp32") or "fp32",
+                   detect_every=getattr(args, "detect_every", 1) or 1)
 
 
 def make_scorer(opts: ScoreOptions, config: ScorerConfig):
@@ -44,6 +46,8 @@ def make_scorer(opts: ScoreOptions, config: ScorerConfig):
 
     Whatever it returns has `score(paths) -> Iterator[row dict]` and `model_id`.
     """
+    if config.detect_every > 1 and (config.server or config.runtime == "torch" or config.device != "cpu"):
+        raise UsageError("--detect-every is for the embedded CPU runtimes (onnxruntime, openvino)")  # issue 11
     if config.server:
         if config.checkpoint or config.models:
             raise UsageError("--server scores with the server's models: drop --checkpoint / --models")
@@ -70,6 +74,10 @@ def make_scorer(opts: ScoreOptions, config: ScorerConfig):
         raise UsageError(f"--device {device} needs --runtime torch (onnxruntime here is the CPU build)")
     rt = make_cpu_runtime(resolved.models_dir, runtime, config.precision, threads=config.threads or None,
                           classifier_batch=opts.batch)  # issue 11: onnxruntime or openvino, any precision
+    if config.detect_every > 1:  # issue 11
+        from .pipeline.tracking import DetectEveryScorer
+
+        return TaggedScorer(DetectEveryScorer(rt, opts, resolved.model_id, every=config.detect_every), rt)
     return TaggedScorer(Scorer(rt, opts, model_id=resolved.model_id), rt)
 
 
