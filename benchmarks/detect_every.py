@@ -23,7 +23,7 @@ def main() -> int:
     from dfserve.bench.run import machine_info, machine_slug
     from dfserve.pipeline.engine import ScoreOptions
     from dfserve.pipeline.sampling import parse_policy
-    from dfserve.pipeline.tracking import box_disagreement
+    from dfserve.pipeline.detect_every import box_disagreement
     from dfserve.scoring import ScorerConfig, make_scorer
 
     work = ROOT / ".cache" / "cpu_runtimes"

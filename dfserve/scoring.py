@@ -75,7 +75,7 @@ def make_scorer(opts: ScoreOptions, config: ScorerConfig):
     rt = make_cpu_runtime(resolved.models_dir, runtime, config.precision, threads=config.threads or None,
                           classifier_batch=opts.batch)  # issue 11: onnxruntime or openvino, any precision
     if config.detect_every > 1:  # issue 11
-        from .pipeline.tracking import DetectEveryScorer
+        from .pipeline.detect_every import DetectEveryScorer
 
         return TaggedScorer(DetectEveryScorer(rt, opts, resolved.model_id, every=config.detect_every), rt)
     return TaggedScorer(Scorer(rt, opts, model_id=resolved.model_id), rt)

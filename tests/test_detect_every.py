@@ -6,7 +6,7 @@ from dfserve.errors import UsageError
 from dfserve.pipeline.detection import Detection
 from dfserve.pipeline.engine import ScoreOptions
 from dfserve.pipeline.sampling import parse_policy
-from dfserve.pipeline.tracking import box_disagreement, carry_boxes
+from dfserve.pipeline.detect_every import box_disagreement, carry_boxes
 
 
 def test_carry_boxes_interpolates_and_carries():
