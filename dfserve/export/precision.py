@@ -29,25 +29,14 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from .. import spec
-from ..errors import ExportValidationError, UsageError
+from ..errors import ExportValidationError, ModelFilesError, UsageError
+from ..pipeline.precisions import INT8_FILE, PRECISIONS, classifier_file  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "int8")
-INT8_FILE = "frame_classifier.int8.onnx"
 MIN_LABEL_AGREEMENT = 0.99
 FEATURES_OUTPUT = "features"
 VIDEO_LENGTHS = (10, 100)
-
-
-def classifier_file(models_dir, precision: str = "fp32") -> Path:
-    """The classifier file a precision runs: fp32 and bf16 share the fp32 ONNX, int8 has its own."""
-    models_dir = Path(models_dir)
-    if precision not in PRECISIONS:
-        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "int8":
-        return models_dir / INT8_FILE
-    return models_dir / spec.CLASSIFIER_ONNX
 
 
 def parse_precisions(text: str) -> list:
@@ -278,10 +267,10 @@ def export_precisions(models_dir, precisions: Sequence[str], calib_videos: Seque
     """
     import onnx
 
-    from ..models import read_metadata
-
     models_dir = Path(models_dir)
-    read_metadata(models_dir)  # checks the export is complete and of this spec version
+    missing = [n for n in (spec.CLASSIFIER_ONNX, spec.METADATA_JSON) if not (models_dir / n).is_file()]
+    if missing:
+        raise ModelFilesError(f"{models_dir}: missing {', '.join(missing)}; export the models first")
     precisions = list(precisions)
     if method != "onnxruntime":
         raise UsageError("the int8 variant file is a QDQ ONNX made by onnxruntime.quantization (method='onnxruntime')")

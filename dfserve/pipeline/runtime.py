@@ -58,7 +58,7 @@ class OnnxRuntime:
 def _classifier_file(models_dir: Path, precision: str) -> Path:
     """fp32: frame_classifier.onnx; int8: the QDQ variant written by `dfserve export --precision int8`."""
     from ..errors import ModelFilesError, UsageError
-    from ..export.precision import classifier_file
+    from .precisions import classifier_file
 
     if precision == "bf16":
         raise UsageError("--precision bf16 runs in OpenVINO only: use --runtime openvino (pip install "

@@ -13,12 +13,12 @@ from typing import Iterable, Iterator
 
 from .. import spec
 from ..errors import UsageError
+from .precisions import PRECISIONS
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "onnxruntime", "openvino", "torch")
 CPU_RUNTIMES = ("onnxruntime", "openvino")
-PRECISIONS = ("fp32", "bf16", "int8")
 AUTO_ORDER = ("openvino", "onnxruntime")  # fastest first, by measurement (benchmarks/cpu_runtimes.py)
 
 

@@ -21,10 +21,9 @@ import numpy as np
 from .. import spec
 from .._lazy import require
 from ..errors import ModelFilesError, UsageError
+from .precisions import PRECISIONS
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def _hint(precision: str) -> str:
@@ -32,9 +31,10 @@ def _hint(precision: str) -> str:
 
 
 def _cache_dir() -> str | None:
-    from ..models import cache_root
-
-    d = cache_root() / "openvino"
+    """$DFSERVE_CACHE/openvino (the same root as dfserve.models.cache_root; read here to keep the layers one-way)."""
+    env = os.environ.get("DFSERVE_CACHE")
+    root = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dfserve"
+    d = root / "openvino"
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError:
@@ -73,8 +73,8 @@ class OpenVinoRuntime:
 
     def __init__(self, models_dir: str | Path, threads: int | None = None,
                  classifier_batch: int = spec.DEFAULT_CLASSIFIER_BATCH, precision: str = "fp32"):
-        from ..export.precision import classifier_file
-        from ..models import model_id_from_metadata, read_metadata
+        from ..models import model_id_from_metadata, read_metadata  # as OnnxRuntime does on this base
+        from .precisions import classifier_file
 
         models_dir = Path(models_dir)
         if precision not in PRECISIONS:
