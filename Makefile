@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 # torch: the CPU build on machines without an NVIDIA GPU (never the multi-GB CUDA build there).
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
-EXTRAS ?= export,serve,dev,bench,web
+# openvino (~180 MB installed, beside torch ~750 MB): the fastest CPU runtime, default when installed
+EXTRAS ?= export,serve,dev,bench,web,openvino
 STAMP  := $(VENV)/.dfserve-installed
 
 .PHONY: venv browser-deps test test-all demo bench bench-full bench-gpu clean help

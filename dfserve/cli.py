@@ -45,10 +45,17 @@ def _add_export(sub) -> None:
     trt.add_argument("--models", type=Path, help="with --tensorrt: build engines for this existing export")
     trt.add_argument("--fp16", action="store_true", help="TensorRT: allow fp16 kernels")
     trt.add_argument("--int8", action="store_true", help="TensorRT: INT8, calibrated on real face crops (--calib)")
-    trt.add_argument("--calib", nargs="+", default=[], metavar="VIDEO", help="videos/folders for INT8 calibration")
+    trt.add_argument("--calib", nargs="+", default=[], metavar="VIDEO",
+                     help="videos/folders for INT8 calibration (TensorRT --int8 and --precision int8)")
     p.add_argument("--head", choices=spec.HEADS, default=spec.DEFAULT_HEAD,
                    help="video head recorded in the metadata: mean (training notebook) or last (Django app)")
     p.add_argument("--no-validate", action="store_true", help="skip the validation against PyTorch")
+    prec = p.add_argument_group("precision variants (issue 11; with --out, or --models DIR for an existing export)")
+    prec.add_argument("--precision", metavar="LIST", help="fp32,bf16,int8 (any subset): write each variant (int8: "
+                      "static QDQ calibrated on --calib VIDEOS, default scikit-image real faces) and its measured "
+                      "drift against fp32 into metadata.json")
+    prec.add_argument("--force", action="store_true", help="write a variant even if its label agreement with fp32 "
+                      "is below 99 %%")
     p.set_defaults(func=_cmd_export)
 
 
@@ -56,6 +63,8 @@ def _cmd_export(args) -> int:
     if args.int8 and not args.calib:
         raise UsageError("--int8 needs --calib VIDEO... (real face videos to calibrate on)")
     if args.models is not None:
+        if args.precision and not args.tensorrt:  # issue 11: precision variants of an existing export
+            return _export_precisions(args, args.models)
         if not args.tensorrt:
             raise UsageError("--models is for --tensorrt on an existing export; to export use --out")
         return _build_trt(args, args.models)
@@ -88,8 +97,25 @@ def _cmd_export(args) -> int:
               f"vs shipped ONNX {d['max_abs_shipped_scores_error']:.2e}")
     if rep.metadata["weights"]["untrained"]:
         print(f"\n!!! {UNTRAINED_WARNING}", file=sys.stderr)
+    if args.precision:  # issue 11
+        _export_precisions(args, args.out)
     if args.tensorrt:
         return _build_trt(args, args.out)
+    return 0
+
+
+def _export_precisions(args, models) -> int:
+    from .export.precision import export_precisions, parse_precisions
+
+    report = export_precisions(models, parse_precisions(args.precision), calib_videos=args.calib, force=args.force)
+    for name, e in report.items():
+        for rt, d in e.get("drift", {}).items():
+            pf, pv = d["per_frame"], d["per_video"]
+            print(f"  {name:5s} {rt:12s} per frame max |dp_fake| {pf['max_abs_dp_fake']:.2e} (mean "
+                  f"{pf['mean_abs_dp_fake']:.2e}), labels {pf['label_agreement']:.1%}; video@10 max "
+                  f"{pv['mean@10']['max_abs_dp_fake']:.2e}, @100 {pv['mean@100']['max_abs_dp_fake']:.2e}; feature "
+                  f"cosine min {d['features_cosine']['min']:.4f}" + ("  [FORCED]" if e.get("forced") else ""))
+    print(f"  precision variants in {models}: {', '.join(e['file'] + ' (' + n + ')' for n, e in report.items())}")
     return 0
 
 

@@ -30,7 +30,11 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (onnxruntime, default) or cuda[:N] (NVDEC decode + torch fp16 "
                                                    "on the GPU)")
     p.add_argument("--runtime", choices=runtime_choices(), default="auto",
-                   help="embedded runtime: auto = onnxruntime on cpu, torch on cuda")
+                   help="embedded runtime: auto = the fastest installed on cpu (openvino, else onnxruntime), "
+                        "torch on cuda")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="classifier precision: fp32 (exact, default), bf16 (openvino), int8 (a variant written by "
+                        "`dfserve export --precision int8`); its measured drift is in the export's metadata.json")
     p.add_argument("--out", type=Path, help="JSON Lines output file (default: stdout)")
     p.add_argument("--resume", action="store_true", help="skip videos already in --out; append the rest")
     p.add_argument("--head", choices=spec.HEADS, default=spec.DEFAULT_HEAD,
@@ -54,6 +58,9 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=spec.DEFAULT_CLASSIFIER_BATCH, help="classifier batch size")
     p.add_argument("--detect-size", type=int, default=spec.DETECTOR_MAX_SIDE,
                    help="longer side (pixels) frames are downscaled to for face detection")
+    p.add_argument("--detect-every", type=int, default=1, metavar="K",
+                   help="detect faces on every K-th sampled frame and carry boxes to the frames between (faster; "
+                        "boxes may differ from per-frame detection: see README). Default 1: every frame, as the seed")
     p.add_argument("--decode-workers", type=int, default=2, help="videos decoded concurrently")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for onnxruntime (0: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

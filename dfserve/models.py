@@ -98,21 +98,25 @@ def load_torch_runtime(models_dir: Path, checkpoint: Optional[Path], device: str
 
 
 # ------------------------------------------------------------------------------------ runtimes
-def _load_onnxruntime(resolved: ResolvedModels, device: str, threads: int, batch: int, checkpoint):
+def _load_onnxruntime(resolved: ResolvedModels, device: str, threads: int, batch: int, checkpoint, precision: str):
     from .pipeline.runtime import OnnxRuntime
 
-    if device != "cpu":
-        raise UsageError(f"--device {device} needs --runtime torch (onnxruntime here is the CPU build)")
-    return OnnxRuntime(resolved.models_dir, threads=threads or None, classifier_batch=batch)
+    return OnnxRuntime(resolved.models_dir, threads=threads or None, classifier_batch=batch, precision=precision)
 
 
-def _load_torch(resolved: ResolvedModels, device: str, threads: int, batch: int, checkpoint):
+def _load_openvino(resolved: ResolvedModels, device: str, threads: int, batch: int, checkpoint, precision: str):
+    from .pipeline.runtime_openvino import OpenVinoRuntime
+
+    return OpenVinoRuntime(resolved.models_dir, threads=threads or None, classifier_batch=batch, precision=precision)
+
+
+def _load_torch(resolved: ResolvedModels, device: str, threads: int, batch: int, checkpoint, precision: str):
     return load_torch_runtime(resolved.models_dir, checkpoint, device, resolved.model_id)
 
 
-# name -> loader(resolved, device, threads, classifier batch, checkpoint). Adding a runtime: its module
-# in dfserve/pipeline/ (see runtime.py for the interface) and one entry here.
-RUNTIMES = {"onnxruntime": _load_onnxruntime, "torch": _load_torch}
+# name -> loader(resolved, device, threads, classifier batch, checkpoint, precision). Adding a runtime: its
+# module in dfserve/pipeline/ (see runtime.py for the interface) and one entry here.
+RUNTIMES = {"onnxruntime": _load_onnxruntime, "openvino": _load_openvino, "torch": _load_torch}
 
 
 def runtime_choices() -> tuple:
@@ -120,12 +124,18 @@ def runtime_choices() -> tuple:
 
 
 def load_runtime(name: str, resolved: ResolvedModels, device: str = "cpu", threads: int = 0,
-                 batch: int = spec.DEFAULT_CLASSIFIER_BATCH, checkpoint: Optional[Path] = None):
-    """Build runtime `name` ("auto": torch on CUDA, else onnxruntime) for the exported models."""
-    device = device or "cpu"
-    if name in (None, "", "auto"):
-        name = "torch" if device.startswith("cuda") else "onnxruntime"
-    if name not in RUNTIMES:
-        raise UsageError(f"--runtime must be one of {', '.join(runtime_choices())}, got {name!r}")
-    return RUNTIMES[name](resolved, device, threads, batch, checkpoint)
+                 batch: int = spec.DEFAULT_CLASSIFIER_BATCH, checkpoint: Optional[Path] = None,
+                 precision: str = "fp32"):
+    """Build runtime `name` for the exported models. "auto": torch on CUDA; on the CPU the fastest installed
+    runtime that runs `precision` (pipeline/runtime_choice.py: OpenVINO, else onnxruntime)."""
+    from .pipeline.runtime_choice import resolve_runtime
 
+    device = device or "cpu"
+    if name in (None, "", "auto") and device.startswith("cuda"):
+        name = "torch"
+    if name not in (None, "", "auto") and name not in RUNTIMES:
+        raise UsageError(f"--runtime must be one of {', '.join(runtime_choices())}, got {name!r}")
+    name = resolve_runtime(name or "auto", precision)
+    if device != "cpu" and name != "torch":
+        raise UsageError(f"--device {device} needs --runtime torch ({name} here runs on the CPU)")
+    return RUNTIMES[name](resolved, device, threads, batch, checkpoint, precision)

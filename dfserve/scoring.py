@@ -27,14 +27,18 @@ class ScorerConfig:
     checkpoint: Optional[Path] = None  # seed checkpoint, exported on first use into the cache
     server: Optional[str] = None  # HOST:PORT of a dfserve Triton server
     device: str = "cpu"
-    runtime: str = "auto"  # auto | onnxruntime | torch
+    runtime: str = "auto"  # auto | onnxruntime | openvino | torch
     threads: int = 0  # CPU threads for the runtime (0: all cores)
+    precision: str = "fp32"  # fp32 | bf16 | int8 (issue 11: variants written by `dfserve export --precision`)
+    detect_every: int = 1  # issue 11: detect on every K-th sampled frame, carry boxes between (1: every frame)
 
     @classmethod
     def from_args(cls, args) -> "ScorerConfig":
         return cls(models=getattr(args, "models", None), checkpoint=getattr(args, "checkpoint", None),
                    server=getattr(args, "server", None), device=getattr(args, "device", "cpu") or "cpu",
-                   runtime=getattr(args, "runtime", "auto") or "auto", threads=getattr(args, "threads", 0) or 0)
+                   runtime=getattr(args, "runtime", "auto") or "auto", threads=getattr(args, "threads", 0) or 0,
+                   precision=getattr(args, "precision", "fp32") or "fp32",
+                   detect_every=getattr(args, "detect_every", 1) or 1)
 
 
 def make_scorer(opts: ScoreOptions, config: ScorerConfig):
@@ -42,6 +46,9 @@ def make_scorer(opts: ScoreOptions, config: ScorerConfig):
 
     Whatever it returns has `score(paths) -> Iterator[row dict]` and `model_id`.
     """
+    if config.detect_every > 1 and (config.server or config.runtime == "torch" or config.device != "cpu"
+                                    or opts.faces != "largest"):
+        raise UsageError("--detect-every is for --faces largest on the embedded CPU runtimes (onnxruntime, openvino)")
     if config.server:
         if config.checkpoint or config.models:
             raise UsageError("--server scores with the server's models: drop --checkpoint / --models")
@@ -53,7 +60,12 @@ def make_scorer(opts: ScoreOptions, config: ScorerConfig):
     resolved = resolve_models(config.models, config.checkpoint)
     if resolved.untrained:
         log.warning("the models in %s have RANDOM, UNTRAINED weights: verdicts are meaningless", resolved.models_dir)
-    rt = load_runtime(config.runtime, resolved, config.device, config.threads, opts.batch, config.checkpoint)
+    rt = load_runtime(config.runtime, resolved, config.device, config.threads, opts.batch, config.checkpoint,
+                      precision=config.precision)
+    if config.detect_every > 1:
+        from .pipeline.detect_every import DetectEveryScorer
+
+        return DetectEveryScorer(rt, opts, resolved.model_id, every=config.detect_every)
     return scorer_for(rt, opts, resolved.model_id)
 
 

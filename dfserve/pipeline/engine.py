@@ -79,6 +79,7 @@ class Scorer:
         self.opt = options.validate()
         self.model_id = model_id or getattr(runtime, "model_id", "unknown")
         self.on_progress = on_progress
+        self.tags = runtime_fields(runtime)  # rows record the runtime and the classifier's precision
         self.frames_scored_total = 0
         self.frames_decoded_total = 0
 
@@ -233,10 +234,18 @@ class Scorer:
 
     def _row(self, job: VideoJob) -> dict:
         self.frames_decoded_total += job.stats.frames_decoded
-        return make_row(job, self.opt, self.model_id)
+        return make_row(job, self.opt, self.model_id, self.tags)
 
 
-def make_row(job: VideoJob, opts: ScoreOptions, model_id: str) -> dict:
+def runtime_fields(rt) -> dict:
+    """What a result row records about the runtime: its name and the classifier's precision."""
+    prec = getattr(rt, "precision", None)
+    if prec is None:
+        prec = "fp16" if getattr(rt, "fp16", False) else "fp32"
+    return {"runtime": getattr(rt, "name", type(rt).__name__), "precision": prec}
+
+
+def make_row(job: VideoJob, opts: ScoreOptions, model_id: str, tags: Optional[dict] = None) -> dict:
     """The result row of a finished job; the verdict comes from the job's tally (local or server-side)."""
     info = job.info
     verdict, scored = (None, 0)
@@ -265,6 +274,7 @@ def make_row(job: VideoJob, opts: ScoreOptions, model_id: str) -> dict:
         "model": model_id,
         "head": opts.head,
         "sample": str(opts.sample),
+        **(tags or {}),
         "elapsed_s": round(time.perf_counter() - job.t0, 3),
         "warning": job.stats.warning,
         "error": job.error,

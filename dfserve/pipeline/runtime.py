@@ -66,10 +66,12 @@ class OnnxRuntime:
     tensors = False
 
     def __init__(self, models_dir: str | Path, threads: int | None = None,
-                 classifier_batch: int = spec.DEFAULT_CLASSIFIER_BATCH):
+                 classifier_batch: int = spec.DEFAULT_CLASSIFIER_BATCH, precision: str = "fp32"):
         models_dir = Path(models_dir)
+        self.precision = precision
+        cls_file = _classifier_file(models_dir, precision)  # fp32 (default) or the int8 variant
         self.model_id = model_id_from_metadata(read_metadata(models_dir))
-        self._cls = ort_session(models_dir / spec.CLASSIFIER_ONNX, threads)
+        self._cls = ort_session(cls_file, threads)
         self._det = ort_session(models_dir / spec.DETECTOR_ONNX, threads)
         self.classifier_batch = classifier_batch
         self._cin = spec.FRAME_CLASSIFIER.inputs[0].name
@@ -86,3 +88,18 @@ class OnnxRuntime:
     def detect(self, images: np.ndarray):
         loc, scores = self._det.run(self._dout, {self._din: images})
         return loc, scores
+
+
+def _classifier_file(models_dir: Path, precision: str) -> Path:
+    """fp32: frame_classifier.onnx; int8: the QDQ variant written by `dfserve export --precision int8`."""
+    from ..errors import ModelFilesError, UsageError
+    from .precisions import classifier_file
+
+    if precision == "bf16":
+        raise UsageError("--precision bf16 runs in OpenVINO only: use --runtime openvino (pip install "
+                         "'dfserve[openvino]')")
+    path = classifier_file(models_dir, precision)
+    if not path.is_file():
+        raise ModelFilesError(f"{models_dir}: no {path.name} for --precision {precision}; create it with "
+                              f"`dfserve export --models {models_dir} --precision {precision}`")
+    return path

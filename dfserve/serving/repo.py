@@ -84,6 +84,8 @@ def model_config(name: str, flavor: str):
         params["device"] = "cuda" if on_gpu else "cpu"
         if on_gpu:
             params["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"  # python backend: keep inputs on the GPU (DLPack)
+        if s.kind == spec.KIND_NETWORK:  # the cpu flavor's networks: runtime auto|onnxruntime|openvino, precision
+            params.update(runtime="auto", precision="fp32")
     for k in sorted(params):
         c.parameters[k].string_value = params[k]
     return c
@@ -150,6 +152,8 @@ def build_repo(out: str | Path, flavor: str = "cpu", models: Optional[str | Path
 def install_models(repo: Path, flavor: str, models: Path) -> None:
     from ..models import model_id_from_metadata, read_metadata
 
+    from ..pipeline.precisions import classifier_file
+
     meta = read_metadata(models)
     for name, fname in ((m.name, m.model_file) for m in spec.ALL_MODELS if m.kind == spec.KIND_NETWORK):
         vdir = repo / name / "1"
@@ -161,5 +165,8 @@ def install_models(repo: Path, flavor: str, models: Path) -> None:
             shutil.copyfile(plan, vdir / "model.plan")
         else:
             shutil.copyfile(models / fname, vdir / "model.onnx")
+            int8 = classifier_file(models, "int8")
+            if name == spec.FRAME_CLASSIFIER.name and int8.is_file():  # the int8 variant, if exported
+                shutil.copyfile(int8, vdir / "model.int8.onnx")
     info = {"model_id": model_id_from_metadata(meta), "metadata": meta}
     (repo / "deepfake_video" / "1" / "model_info.json").write_text(json.dumps(info, indent=1))

@@ -181,14 +181,16 @@ class OnnxModel(_Model):
     """A python-backend model that runs the ONNX file of its version folder in onnxruntime (cpu flavor)."""
 
     def setup(self):
-        from ..pipeline.runtime import ort_session
+        from ..pipeline.runtime_choice import make_network_session  # runtime + precision from the config
 
-        self.sess = ort_session(self.version_dir / "model.onnx", int(self.params.get("threads", "0")) or None)
+        threads = int(self.params.get("threads", "0")) or None
         self.out_names = [o.name for o in self.spec.outputs]
+        self.sess = make_network_session(self.version_dir, self.spec is spec.FRAME_CLASSIFIER,
+                                         self.params.get("runtime", "auto"), self.params.get("precision", "fp32"),
+                                         threads, self.out_names)
 
     def run(self, x):
-        res = self.sess.run(self.out_names, {k: x[k] for k in self.spec.input_names})
-        return dict(zip(self.out_names, res))
+        return self.sess({k: x[k] for k in self.spec.input_names})
 
 
 class FaceDetector(OnnxModel):
