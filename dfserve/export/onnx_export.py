@@ -43,11 +43,9 @@ class ExportReport:
 
 
 def _ort_session(path: Path):
-    import onnxruntime as ort
+    from ..pipeline.runtime import ort_session
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort_session(path)
 
 
 def export_classifier(model: SeedModel, path: Path) -> Path:
@@ -107,7 +105,7 @@ def _sigmoid(x: float) -> float:
 
 def _onnx_logits(path: Path, faces: np.ndarray) -> np.ndarray:
     sess = _ort_session(path)
-    return np.concatenate([sess.run(None, {"faces": faces[i:i + 32]})[0] for i in range(0, len(faces), 32)])
+    return np.concatenate([sess.run(None, {spec.T.FACES: faces[i:i + 32]})[0] for i in range(0, len(faces), 32)])
 
 
 def logit_tolerance(scale: np.ndarray) -> np.ndarray:
@@ -208,7 +206,7 @@ def validate_detector(path: Path) -> dict:
 
         x = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR)).astype(np.float32)
         x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
-        loc, scores, _ = sess.run(None, {"images": x})
+        loc, scores, _ = sess.run(None, {spec.T.IMAGES: x})
         with torch.no_grad():
             tloc, tscores, _ = (t.numpy() for t in det(torch.from_numpy(x)))
         sloc, sconf, _ = shipped.run(None, {"input": x - np.asarray(spec.DETECTOR_MEAN_BGR, np.float32).reshape(1, 3, 1, 1)})
@@ -226,11 +224,9 @@ def validate_detector(path: Path) -> dict:
 
 
 def _ort_session_bytes(data: bytes):
-    import onnxruntime as ort
+    from ..pipeline.runtime import ort_session
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    return ort_session(data)
 
 
 def export_models(out_dir: str | Path, checkpoint: str | Path | None = None, random_init: bool = False,

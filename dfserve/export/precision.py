@@ -200,13 +200,9 @@ class _Runner:
             self.cm = compile_onnx(onnx_path, precision, threads, cache=False)
             self.req = self.cm.create_infer_request()
         else:
-            import onnxruntime as ort
+            from ..pipeline.runtime import ort_session
 
-            so = ort.SessionOptions()
-            so.log_severity_level = 3
-            if threads:
-                so.intra_op_num_threads = threads
-            self.sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+            self.sess = ort_session(onnx_path, threads or None)
 
     def __call__(self, x: np.ndarray, batch: int = 32):
         logits, feats = [], []
@@ -217,7 +213,7 @@ class _Runner:
                 logits.append(np.array(r[self.cm.output("logits")]))
                 feats.append(np.array(r[self.cm.output(FEATURES_OUTPUT)]))
             else:
-                lo, fe = self.sess.run(["logits", FEATURES_OUTPUT], {"faces": xb})
+                lo, fe = self.sess.run([spec.T.LOGITS, FEATURES_OUTPUT], {spec.T.FACES: xb})
                 logits.append(lo)
                 feats.append(fe)
         return np.concatenate(logits).astype(np.float32), np.concatenate(feats).astype(np.float32)

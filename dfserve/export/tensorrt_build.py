@@ -34,11 +34,11 @@ def _profile(builder, network, name: str):
     if name == spec.FRAME_CLASSIFIER.name:
         lo, opt, hi = spec.FRAME_CLASSIFIER.trt_batch_profile
         c = (3, spec.FACE_SIZE, spec.FACE_SIZE)
-        prof.set_shape("faces", (lo, *c), (opt, *c), (hi, *c))
+        prof.set_shape(spec.T.FACES, (lo, *c), (opt, *c), (hi, *c))
     else:
         lo, opt, hi = spec.FACE_DETECTOR.trt_batch_profile
         (h0, w0), (h1, w1), (h2, w2) = spec.FACE_DETECTOR.trt_hw_profile
-        prof.set_shape("images", (lo, 3, h0, w0), (opt, 3, h1, w1), (hi, 3, h2, w2))
+        prof.set_shape(spec.T.IMAGES, (lo, 3, h0, w0), (opt, 3, h1, w1), (hi, 3, h2, w2))
     return prof
 
 
@@ -201,16 +201,16 @@ def build_engines(models_dir: str | Path, fp16: bool = False, int8: bool = False
         report[name] = {"plan": str(plan), "bytes": plan.stat().st_size}
     ort = OnnxRuntime(models_dir)
     faces = normalize_faces(astronaut_face_crops(32, seed=3))
-    got = run_engine(models_dir / "frame_classifier.plan", {"faces": faces})["logits"]
+    got = run_engine(models_dir / spec.CLASSIFIER_ONNX.replace(".onnx", ".plan"), {spec.T.FACES: faces})[spec.T.LOGITS]
     err = float(np.abs(got - ort.classify(faces)).max())
     tol = tolerance or (0.5 if int8 else 5e-2 if fp16 else spec.TOL_CLASSIFIER_LOGITS)
     report["frame_classifier"]["max_abs_logit_error_vs_onnxruntime"] = err
     if err > tol:
         raise ExportValidationError(f"TensorRT classifier differs from onnxruntime by {err:.3g} (tolerance {tol})")
     img = np.ascontiguousarray(astronaut_bgr().astype(np.float32).transpose(2, 0, 1)[None])
-    d = run_engine(models_dir / "face_detector.plan", {"images": img})
+    d = run_engine(models_dir / spec.DETECTOR_ONNX.replace(".onnx", ".plan"), {spec.T.IMAGES: img})
     loc, scores = ort.detect(img)
-    derr = float(np.abs(d["scores"] - scores).max())
+    derr = float(np.abs(d[spec.T.SCORES] - scores).max())
     report["face_detector"]["max_abs_score_error_vs_onnxruntime"] = derr
     if derr > (5e-2 if fp16 else 1e-3):
         raise ExportValidationError(f"TensorRT detector differs from onnxruntime by {derr:.3g} in face score")
