@@ -239,3 +239,31 @@ def test_fps_sampling_survives_timestamps_going_backwards():
     assert [i for i, t in enumerate(times) if s.keep(i, t)] == [0, 3, 6, 9, 12, 15, 18, 21]
     s = parse_policy("fps:10").sampler(30.0, None)  # no timestamps: by index at the nominal rate
     assert [i for i in range(24) if s.keep(i)] == [0, 3, 6, 9, 12, 15, 18, 21]
+
+
+def test_truncated_faststart_mp4_is_scored_with_a_warning(exported, tmp_path):
+    """An mp4 whose index is at the front, cut in half: what decodes is scored, and the row says the file
+    is truncated (frames decoded versus the frames the container declares)."""
+    import av
+
+    from dfserve import samples
+    from dfserve.pipeline.engine import ScoreOptions, Scorer
+    from dfserve.pipeline.runtime import OnnxRuntime
+
+    src = tmp_path / "src.mp4"
+    samples.make_face_video(src, n_frames=60, width=320, height=180)
+    fast = tmp_path / "faststart.mp4"
+    with av.open(str(src)) as i, av.open(str(fast), "w", options={"movflags": "faststart"}) as o:
+        st = o.add_stream_from_template(i.streams.video[0])
+        for pkt in i.demux(i.streams.video[0]):
+            if pkt.dts is not None:
+                pkt.stream = st
+                o.mux(pkt)
+    data = fast.read_bytes()
+    cut = tmp_path / "cut in half.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    row = next(Scorer(OnnxRuntime(exported.out_dir), ScoreOptions()).score([str(cut)]))
+    assert row["error"] is None and 0 < row["frames_decoded"] < 60
+    assert "of the 60 frames the container declares" in row["warning"] and "truncated" in row["warning"]
+    full = next(Scorer(OnnxRuntime(exported.out_dir), ScoreOptions()).score([str(fast)]))
+    assert full["warning"] is None and full["frames_decoded"] == 60

@@ -69,6 +69,7 @@ class VideoInfo:
     codec: str
     rotation: int = 0  # degrees counterclockwise from the display matrix, applied to the frames
     container: str = ""
+    frames_declared: Optional[int] = None  # the frame count the container's index states (mp4/mov/mkv...)
 
 
 @dataclass
@@ -216,7 +217,8 @@ def probe(path: str, count_if_unknown: bool = False) -> VideoInfo:
                 raise VideoError(f"{path}: declares {duration:.3g} s at {fps:.3g} fps, an absurd {n} frames "
                                  f"(at most {MAX_FRAMES}): a corrupt or hostile header")
         fmt = (container.format.name or "").split(",")[0]
-        return VideoInfo(str(path), w, h, fps, n, duration, cc.name, 0, fmt)
+        return VideoInfo(str(path), w, h, fps, n, duration, cc.name, 0, fmt,
+                         int(vs.frames) if vs.frames else None)
     finally:
         container.close()
 
@@ -277,6 +279,7 @@ def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeS
         vs.thread_type = "AUTO"
         vs.codec_context.options = {"max_pixels": str(MAX_PIXELS)}
         i = -1
+        ended = True  # decoding ran to the end of the stream (not stopped by the sampling policy)
         budget.start()
         try:
             for frame in container.decode(vs):
@@ -302,6 +305,7 @@ def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeS
                         budget.start()
                         idx_buf, frm_buf = [], []
                 if sampler.done_after(i):
+                    ended = False
                     break
         except av.error.FFmpegError as exc:
             if stats.frames_decoded == 0:
@@ -312,6 +316,12 @@ def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeS
             raise VideoError(f"{path}: cannot be decoded ({type(exc).__name__}: a corrupt or hostile file)") from exc
         if stats.frames_decoded == 0:
             raise VideoError(f"{path}: no frame could be decoded (truncated or corrupt video)")
+        declared = info.frames_declared
+        if ended and stats.warning is None and declared and stats.frames_decoded < declared - 1:
+            # an index at the front of the file (mp4 faststart) promises frames that are not there
+            stats.warning = (f"decoded {stats.frames_decoded} of the {declared} frames the container declares: "
+                             "the file looks truncated; the verdict covers the frames decoded")
+            log.warning("%s: %s", path, stats.warning)
         budget.pause()
         if idx_buf:
             yield idx_buf, frm_buf
