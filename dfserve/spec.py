@@ -140,6 +140,12 @@ def _find(tensors, name, model):
     raise KeyError(f"model {model!r} has no tensor {name!r}; valid: {valid}")
 
 
+# The runtime of the Triton cpu flavor's networks (config parameter `runtime`, editable per model).
+# onnxruntime, not OpenVINO's `auto`: each python-backend instance would compile its OpenVINO model at
+# every server start (about a minute for the classifier on 2 busy cores), past start-up and request
+# deadlines on small machines; the embedded engine, which compiles once per process, defaults to `auto`.
+TRITON_CPU_RUNTIME = "onnxruntime"
+
 # Files written by `dfserve export`.
 CLASSIFIER_ONNX = "frame_classifier.onnx"
 DETECTOR_ONNX = "face_detector.onnx"

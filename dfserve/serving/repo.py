@@ -85,7 +85,7 @@ def model_config(name: str, flavor: str):
         if on_gpu:
             params["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"  # python backend: keep inputs on the GPU (DLPack)
         if s.kind == spec.KIND_NETWORK:  # the cpu flavor's networks: runtime auto|onnxruntime|openvino, precision
-            params.update(runtime="auto", precision="fp32")
+            params.update(runtime=spec.TRITON_CPU_RUNTIME, precision="fp32")
     for k in sorted(params):
         c.parameters[k].string_value = params[k]
     return c

@@ -186,7 +186,7 @@ class OnnxModel(_Model):
         threads = int(self.params.get("threads", "0")) or None
         self.out_names = [o.name for o in self.spec.outputs]
         self.sess = make_network_session(self.version_dir, self.spec is spec.FRAME_CLASSIFIER,
-                                         self.params.get("runtime", "auto"), self.params.get("precision", "fp32"),
+                                         self.params.get("runtime", spec.TRITON_CPU_RUNTIME), self.params.get("precision", "fp32"),
                                          threads, self.out_names)
 
     def run(self, x):
