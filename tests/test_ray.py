@@ -179,6 +179,12 @@ def test_rows_equal_the_local_scorer_and_resume_works(cluster, exported, small_v
     assert sorted(x["path"] for x in again) == sorted(want)
 
 
+def test_models_missing_on_the_nodes_is_reported(cluster, small_videos, tmp_path):
+    r = _cli("score", small_videos, "--models", tmp_path / "not there", "--ray", cluster.address, "--no-progress")
+    assert r.returncode == 1, r.stderr
+    assert "no scorer actor could start" in r.stderr and "ModelFilesError" in r.stderr
+
+
 def test_worker_node_killed_mid_run_every_row_exactly_once(cluster, exported, tmp_path):
     """Runs last: SIGKILLs the worker node while both actors hold a video."""
     from dfserve import samples
@@ -194,6 +200,7 @@ def test_worker_node_killed_mid_run_every_row_exactly_once(cluster, exported, tm
     deadline = time.time() + 180
     while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 1) and p.poll() is None:
         time.sleep(0.05)
+    time.sleep(0.5)  # the actor that wrote that row has its next video by now: both actors are busy
     assert p.poll() is None, "the run ended before the kill"
     cluster.kill("worker")
     _, err = p.communicate(timeout=240)

@@ -184,7 +184,8 @@ class RayScorer:
         self._slots: List[_Slot] = []
         self._started_local = False
         self._connected = False
-        self._t0 = None
+        self._t0 = self._t1 = None
+        self._owns_connection = False
         self._idle: List[_Slot] = []
         self._probing: Dict[object, _Slot] = {}
         self._failures: List[str] = []
@@ -225,14 +226,16 @@ class RayScorer:
         if self._connected:
             return
         ray = _ray()
-        if ray.is_initialized():
-            self._connected = True
+        if ray.is_initialized():  # a caller's own Ray connection: used as it is, left open by close()
+            self._connected, self._owns_connection = True, False
             return
-        kw = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+        kw = dict(logging_level=logging.WARNING, log_to_driver=True)  # the dashboard: Ray's default
         if self.address == "local":
             kw["object_store_memory"] = LOCAL_OBJECT_STORE
             # workers of a Ray started here import this very dfserve (also from a source checkout)
-            kw["runtime_env"] = {"env_vars": {"PYTHONPATH": _pythonpath_with_package()}}
+            pythonpath = _pythonpath_with_package()
+            if pythonpath:
+                kw["runtime_env"] = {"env_vars": {"PYTHONPATH": pythonpath}}
             ray.init(address="local", **kw)
             self._started_local = True
         else:
@@ -240,7 +243,7 @@ class RayScorer:
                 ray.init(address=self.address, **({} if self.address.startswith("ray://") else kw))
             except ConnectionError as exc:
                 raise UsageError(f"--ray {self.address}: cannot connect to a Ray cluster there ({exc})") from None
-        self._connected = True
+        self._connected, self._owns_connection = True, True
 
     def _nodes(self) -> List[NodeResources]:
         ray = _ray()
@@ -283,7 +286,8 @@ class RayScorer:
         self._slots = []
         if self.summary and self.node_videos:
             print(self.node_summary(), file=sys.stderr)
-        ray.shutdown()
+        if self._owns_connection:
+            ray.shutdown()  # stops a local Ray started here; only disconnects from a cluster given by address
         self._connected = False
 
     def __enter__(self):
@@ -293,7 +297,7 @@ class RayScorer:
         self.close()
 
     def node_summary(self) -> str:
-        el = max(time.perf_counter() - (self._t0 or time.perf_counter()), 1e-9)
+        el = max((self._t1 or time.perf_counter()) - (self._t0 or time.perf_counter()), 1e-9)
         lines = [f"ray: {sum(self.node_videos.values())} videos on {len(self.node_videos)} node(s); "
                  f"{self.retried} retried after a worker died, {self.worker_errors} WorkerError row(s)"]
         for node in sorted(self.node_videos):
@@ -380,6 +384,7 @@ class RayScorer:
                     self.node_frames[row["node"]] += row.get("frames_scored") or 0
                     yield row
         finally:
+            self._t1 = time.perf_counter()
             if inflight:  # interrupted mid-run: cancel the in-flight videos and drop their actors
                 for ref, (slot, _, _) in inflight.items():
                     for stop in (lambda: ray.cancel(ref), lambda: ray.kill(slot.actor, no_restart=True)):
@@ -432,8 +437,11 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
-def _pythonpath_with_package() -> str:
-    """PYTHONPATH for workers of a local Ray: the folder holding this `dfserve`, then the caller's."""
+def _pythonpath_with_package() -> Optional[str]:
+    """PYTHONPATH for workers of a local Ray when this `dfserve` is a source checkout (not installed):
+    its folder, then the caller's PYTHONPATH. None for an installed dfserve (workers import it as is)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if os.path.basename(root) in ("site-packages", "dist-packages"):
+        return None
     rest = os.environ.get("PYTHONPATH", "")
     return os.pathsep.join([root] + ([rest] if rest else []))
