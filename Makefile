@@ -7,7 +7,10 @@ TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 # openvino (~180 MB installed, beside torch ~750 MB): the fastest CPU runtime, default when installed
 EXTRAS ?= export,serve,dev,bench,web,openvino
+# extras only the tests need (Ray: `dfserve score --ray`, tests/test_ray.py); `make demo` stays without them
+TEST_EXTRAS ?= ray
 STAMP  := $(VENV)/.dfserve-installed
+TEST_STAMP := $(VENV)/.dfserve-test-extras
 
 .PHONY: venv browser-deps test test-all demo bench bench-full bench-gpu clean help
 help:
@@ -37,11 +40,15 @@ browser-deps:
 	  else echo "chromium/chromedriver missing and no root apt-get: the browser test will be skipped"; fi; \
 	fi
 
-test: venv browser-deps
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS),$(TEST_EXTRAS)]"
+	touch $(TEST_STAMP)
+
+test: venv $(TEST_STAMP) browser-deps
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not gpu" -q
 
-test-all: venv
+test-all: venv $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: venv

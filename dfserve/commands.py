@@ -65,14 +65,27 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for onnxruntime (0: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-summary", action="store_true", help="no summary table at the end")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="score on a Ray cluster: HOST:PORT, auto or ray://HOST:PORT; alone: a local Ray (dfserve[ray])")
+    p.add_argument("--ray-actors", type=int, default=0, metavar="N",
+                   help="with --ray: N scorer actors (default: one per 4 CPUs of each node, or one per GPU)")
 
 
 def run_score(args) -> int:
     from .pipeline.options import ScoreOptions
     from .scoring import ScorerConfig, score_paths
 
-    run = score_paths(args.paths, ScoreOptions.from_args(args), ScorerConfig.from_args(args), out=args.out,
-                      resume=args.resume, progress=not args.no_progress, summary=not args.no_summary)
+    opts, config, scorer = ScoreOptions.from_args(args), ScorerConfig.from_args(args), None
+    if getattr(args, "ray", None):
+        from .distributed.ray_scorer import RayScorer
+
+        scorer = RayScorer(opts, config, address=args.ray, actors=args.ray_actors, summary=not args.no_summary)
+    try:
+        run = score_paths(args.paths, opts, config, out=args.out, resume=args.resume,
+                          progress=not args.no_progress, summary=not args.no_summary, scorer=scorer)
+    finally:
+        if scorer is not None:
+            scorer.close()
     return 130 if run.interrupted else 0
 
 

@@ -1,0 +1,1 @@
+"""Scale-out: scoring on a Ray cluster (`dfserve score --ray [ADDRESS]`). Needs `dfserve[ray]`."""
