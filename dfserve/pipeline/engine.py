@@ -109,13 +109,8 @@ class Scorer:
     # ----------------------------------------------------------------------------- decode side
     def _produce(self, paths: "queue.Queue", out: "queue.Queue", stop: threading.Event) -> None:
         def put(item):
-            while not stop.is_set():
-                try:
-                    out.put(item, timeout=0.2)
-                    return
-                except queue.Full:
-                    continue
-            raise _Stop()
+            if not self._put_quiet(out, item, stop):
+                raise _Stop()
 
         while not stop.is_set():
             try:
@@ -138,13 +133,15 @@ class Scorer:
                 self._put_quiet(out, ("error", job, VideoError(f"{job.path}: {type(exc).__name__}: {exc}")), stop)
 
     @staticmethod
-    def _put_quiet(out, item, stop) -> None:
+    def _put_quiet(out, item, stop) -> bool:
+        """Queue an item, waiting while the queue is full; False if the scorer stopped first."""
         while not stop.is_set():
             try:
                 out.put(item, timeout=0.2)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
 
     # ---------------------------------------------------------------------------- score side
     def score(self, paths: Iterable[str]) -> Iterator[dict]:
