@@ -150,3 +150,33 @@ def test_absurd_frame_size_is_refused_by_name(runtime, tmp_path):
     row = next(Scorer(runtime, ScoreOptions()).score([str(p)]))
     assert row["error"]["type"] == "VideoError" and "absurd frame size 8256x16" in row["error"]["message"]
     assert str(p) in row["error"]["message"]
+
+
+def test_overlapped_stages_give_the_rows_of_the_serial_loop(runtime, videos):
+    """Detection in the locate thread while the calling thread classifies: the same rows, good and bad files
+    alike, as with both stages in one thread, and no thread left behind."""
+    import threading
+
+    keys = ["face", "corrupt", "hevc", "noface", "precropped", "truncated"]
+    paths = [videos[k]["path"] for k in keys]
+    rows = {}
+    for overlap in (True, False):
+        sc = Scorer(runtime, ScoreOptions(batch=5, chunk=4, timeline=True))
+        sc.overlap = overlap
+        rows[overlap] = {r["path"]: r for r in sc.score(paths)}
+    assert set(rows[True]) == set(paths)
+    for p in paths:
+        a, b = rows[True][p], rows[False][p]
+        assert (a["error"] or {}).get("type") == (b["error"] or {}).get("type")
+        assert a["frames_scored"] == b["frames_scored"] and a["frames_with_face"] == b["frames_with_face"]
+        assert a["label"] == b["label"]
+        if a["p_fake"] is not None:
+            assert abs(a["p_fake"] - b["p_fake"]) < 1e-6
+            assert [t[0] for t in a["timeline"]] == [t[0] for t in b["timeline"]]
+    assert rows[True][videos["face"]["path"]]["frames_scored"] == 45
+    # a caller that stops reading early stops the decode and locate threads
+    it = Scorer(runtime, ScoreOptions(chunk=4)).score([videos["face"]["path"], videos["hevc"]["path"]])
+    next(it)
+    it.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith(("dfserve-locate", "dfserve-decode"))
+                and t.is_alive()]

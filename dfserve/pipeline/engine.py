@@ -1,10 +1,16 @@
 """The whole-video scorer: decode threads feed detect -> crop -> classify -> aggregate.
 
-Decode threads (PyAV releases the GIL) decode, split each chunk where the frame size changes and
-make the detector's downscaled input, so no full-frame work is left to the main thread; it runs
-detection, cropping and classification. Faces of several videos share classifier batches. Memory is
-bounded by the queue depth x chunk size and the classifier batch, whatever the videos' lengths.
-The per-frame bookkeeping is the shared chunk core (`chunk.py`).
+Three stages overlap, each in its own thread(s), joined by bounded queues:
+
+1. decode threads (PyAV releases the GIL) decode, split each chunk where the frame size changes and
+   make the detector's downscaled input — no full-frame work is left to the later stages;
+2. the locate thread runs the detector, picks/tracks faces and crops them;
+3. the calling thread classifies crops in batches shared by several videos and tallies verdicts.
+
+The runtimes release the GIL while they compute, so detection of chunk N+1 runs while chunk N's
+faces are classified (`overlap=False` runs stages 2 and 3 in the calling thread, one after the
+other). Memory is bounded by the queue depths x chunk size and the classifier batch, whatever the
+videos' lengths. The per-frame bookkeeping is the shared chunk core (`chunk.py`).
 """
 from __future__ import annotations
 
@@ -72,6 +78,10 @@ class _Stop(Exception):
 
 class Scorer:
     """Scores videos with a runtime (see runtime.py); yields one row dict per video."""
+
+    # detection and classification in two threads (see the module docstring); a device scorer whose
+    # runtime cannot be called from two threads at once sets this False
+    overlap = True
 
     def __init__(self, runtime, options: ScoreOptions, model_id: str | None = None,
                  on_progress: Optional[ProgressFn] = None):
@@ -143,6 +153,42 @@ class Scorer:
                 continue
         return False
 
+    # ---------------------------------------------------------------------------- locate side
+    def _locate_msg(self, msg: tuple) -> tuple:
+        """A decode message -> the message the classifier loop reads: chunks become ("staged", job, records).
+
+        A job's state is set up here on its "start" message: its chunks come after it through this same stage.
+        """
+        if msg[0] == "start":
+            job = msg[1]
+            job.tally = new_tally(self.opt)
+            job.tracker = new_tracker(self.opt)
+            job.expected = expected_frames(self.opt, job.info)
+            job.t0 = time.perf_counter()
+        if msg[0] != "chunk":
+            return msg
+        job = msg[1]
+        if job.failed:
+            return ("staged", job, None)
+        try:
+            return ("staged", job, self._stage(job, msg[2], msg[3], msg[4]))
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops a batch
+            log.exception("%s: failed while locating faces", job.path)
+            job.fail(exc)
+            return ("staged", job, None)
+
+    def _locate_loop(self, inq: "queue.Queue", out: "queue.Queue", stop: threading.Event, decoders) -> None:
+        while not stop.is_set():
+            try:
+                msg = inq.get(timeout=0.2)
+            except queue.Empty:
+                if not any(w.is_alive() for w in decoders) and inq.empty():
+                    self._put_quiet(out, ("decoders-done",), stop)
+                    return
+                continue
+            if not self._put_quiet(out, self._locate_msg(msg), stop):
+                return
+
     # ---------------------------------------------------------------------------- score side
     def score(self, paths: Iterable[str]) -> Iterator[dict]:
         jobs = [VideoJob(p, k) for k, p in enumerate(paths)]
@@ -158,32 +204,38 @@ class Scorer:
                    for i in range(min(self.opt.decode_workers, len(jobs)))]
         for w in workers:
             w.start()
+        threads = list(workers)
+        if self.overlap:
+            # the locate thread's queue holds few chunks: deeper queues only add memory, not speed
+            staged_q: "queue.Queue" = queue.Queue(maxsize=2)
+            loc = threading.Thread(target=self._locate_loop, args=(out_q, staged_q, stop, workers), daemon=True,
+                                   name="dfserve-locate")
+            loc.start()
+            threads.append(loc)
+            source, producers = staged_q, [loc]
+        else:
+            source, producers = out_q, workers
         pending: List[tuple] = []  # (job, FrameRecord) waiting for a classifier batch
         remaining = len(jobs)
         try:
             while remaining:
                 try:
-                    msg = out_q.get(timeout=0.5)
+                    msg = source.get(timeout=0.5)
                 except queue.Empty:
-                    if not any(w.is_alive() for w in workers) and out_q.empty():
+                    if not any(w.is_alive() for w in producers) and source.empty():
                         break
                     continue
+                if msg[0] == "decoders-done":
+                    break
+                if not self.overlap:
+                    msg = self._locate_msg(msg)
                 kind, job = msg[0], msg[1]
-                if kind == "start":
-                    job.tally = new_tally(self.opt)
-                    job.tracker = new_tracker(self.opt)
-                    job.expected = expected_frames(self.opt, job.info)
-                    job.t0 = time.perf_counter()
-                elif kind == "chunk":
-                    if job.failed:
+                if kind == "staged":
+                    recs = msg[2]
+                    if job.failed or recs is None:
                         continue
-                    try:
-                        recs = self._stage(job, msg[2], msg[3], msg[4])
-                        job.tally.add(recs)
-                        pending.extend((job, r) for r in recs if r.pending)
-                    except Exception as exc:  # noqa: BLE001
-                        log.exception("%s: failed while locating faces", job.path)
-                        job.fail(exc)
+                    job.tally.add(recs)
+                    pending.extend((job, r) for r in recs if r.pending)
                     while len(pending) >= self.opt.batch:
                         pending = self._classify(pending, self.opt.batch)
                     if self.on_progress is not None:
@@ -197,7 +249,7 @@ class Scorer:
                     yield self._row(job)
         finally:
             stop.set()
-            for w in workers:
+            for w in threads:
                 w.join(timeout=5)
 
     def _stage(self, job: VideoJob, indices: List[int], frames, prep) -> List[FrameRecord]:

@@ -153,6 +153,10 @@ def iter_frames_uploaded(path, policy, info, stats, chunk=16, device="cuda"):
 class TorchScorer(Scorer):
     """A Scorer whose frames, crops and faces are torch tensors on the runtime's device."""
 
+    # detection and classification stay in one thread: the torch runtime captures CUDA graphs lazily, and a
+    # capture (global mode) fails if another thread launches work meanwhile; the GPU queues them anyway
+    overlap = False
+
     def __init__(self, runtime, options: ScoreOptions, model_id=None, use_nvdec: bool | None = None):
         super().__init__(runtime, options, model_id)
         dev = runtime.device

@@ -55,6 +55,9 @@ def ort_session(model: Union[str, Path, bytes], threads: int | None = None):
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # no busy-waiting between runs: the engine's decode and locate threads need those cycles (measured on
+    # 2 cores, 720p --sample all: 31 -> 35 frames/s; benchmarks/results/*/cpu_runtimes.json)
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     src = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
