@@ -134,7 +134,27 @@ def _add_bench(sub) -> None:
     p.add_argument("--workdir", default=".cache/bench", help="generated videos and models (default .cache/bench)")
     p.add_argument("--out", help="results root (default benchmarks/results)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
-    p.set_defaults(func=lambda a: __import__("dfserve.bench.run", fromlist=["run"]).run(a))
+    g = p.add_argument_group("CPU runtimes x precisions (instead of the benchmark above)")
+    g.add_argument("--runtimes", metavar="LIST",
+                   help="e.g. onnxruntime,openvino: end-to-end --sample all frames/s of each runtime x --precisions "
+                        "beside the seed pipeline and fp32 onnxruntime, micro benchmarks and the drift table "
+                        "(cpu_runtimes.json/.md/.png); 720p, and 1080p without --quick")
+    g.add_argument("--precisions", metavar="LIST", default="fp32,bf16,int8",
+                   help="with --runtimes: fp32,bf16,int8 or a subset (default all; bf16 runs on OpenVINO only)")
+    g.add_argument("--rounds", type=int, default=0, help="with --runtimes: interleaved rounds, medians reported "
+                                                         "(default 3; 1 with --quick)")
+    g.add_argument("--long", type=int, default=0, metavar="SECONDS",
+                   help="with --runtimes: also score a SECONDS-long 720p video with the fastest fp32 runtime "
+                        "(frames/s, peak RSS)")
+    g.add_argument("--no-seed", action="store_true", help="with --runtimes: skip the seed pipeline")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args) -> int:
+    import importlib
+
+    mod = "dfserve.bench.runtimes" if args.runtimes else "dfserve.bench.run"
+    return importlib.import_module(mod).run(args)
 
 
 # ------------------------------------------------------------------------------------- repo / serve

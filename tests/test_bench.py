@@ -55,3 +55,43 @@ def test_one_isolated_run_reports_its_own_figures(exported, videos, checkpoint_p
     md = markdown({"machine": info, "date": "d", "command": "c", "untrained": True, "inputs": {"clips": [], "long": "x"},
                    "runs": [dict(res, ratio_frames_per_s=1.0)], "agreement": {}, "batch_sweep": {}})
     assert "| t | every:5 |" in md
+
+
+def test_runtimes_bench_measures_each_configuration_in_its_own_process(exported, videos, checkpoint_path):
+    """`dfserve bench --runtimes`: real onnxruntime and OpenVINO runs, side by side, with the profile and the
+    report (the full matrix with bf16/int8 variants is what `dfserve bench --runtimes ...` runs)."""
+    pytest.importorskip("openvino")
+    from dfserve.bench.runtimes import combos, end_to_end, fastest_fp32, markdown, micro
+
+    pairs = combos(["onnxruntime", "openvino"], ["fp32", "bf16"])
+    assert pairs == [("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
+    pairs = pairs[:2]
+    load = []
+    e2e = end_to_end(str(exported.out_dir), str(checkpoint_path), {"clip": videos["face"]["path"]}, pairs,
+                     rounds=1, threads=0, seed=True, load=load)
+    rows = e2e["clip"]
+    assert list(rows) == ["seed pipeline (first 20 frames)", "dfserve fp32 onnxruntime (previous default)",
+                          "dfserve fp32 openvino"]
+    for name in list(rows)[1:]:
+        r = rows[name]
+        assert r["frames"] == 45 and r["frames_per_s"] > 0 and r["peak_rss_mb"] > 50
+        assert r["profile"]["classify_s"] > 0 and r["profile"]["detect_s"] > 0
+        assert r["dp_fake_vs_fp32"] < 1e-4  # fp32 in both runtimes: the same verdict
+    assert rows["dfserve fp32 openvino"]["runtime"] == "openvino" and len(load) == 1
+    assert fastest_fp32(e2e) in ("onnxruntime", "openvino")
+    mic = micro(exported.out_dir, pairs, rounds=1, reps=1)
+    assert set(mic["classifier_faces_per_s"]) == {"onnxruntime fp32", "openvino fp32"}
+    assert all(v["8"] > 0 for v in mic["detector_frames_per_s_640x360"].values())
+    md = markdown({"machine": machine_info(), "date": "d", "command": "c", "weights": "w", "rounds": 1,
+                   "load_average_samples": load, "end_to_end": e2e, "long_video": None, "micro": mic, "drift": {},
+                   "drift_crops": None})
+    assert "| dfserve fp32 openvino |" in md and "x previous default" in md
+
+
+def test_bench_cli_refuses_unknown_runtimes(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "dfserve.cli", "bench", "--runtimes", "onnxruntime,tensorflow",
+                        "--workdir", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode != 0 and "tensorflow" in r.stderr and "onnxruntime,openvino" in r.stderr

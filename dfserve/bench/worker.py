@@ -3,8 +3,12 @@
     python -m dfserve.bench.worker CONFIG.json RESULT.json
 
 CONFIG: {"kind": "seed" | "embedded" | "triton", "videos": [...], "checkpoint": ..., "models": ...,
-         "sample": "first:20", "frames": 20, "server": "127.0.0.1:8001", "options": {...}}
-RESULT: {"videos": [{"path", "seconds", "frames", "p_fake", "label", "error"}], "wall_s", "peak_rss_mb"}
+         "sample": "first:20", "frames": 20, "server": "127.0.0.1:8001", "options": {...},
+         "runtime": "auto", "precision": "fp32", "warmup": false, "profile": false}
+RESULT: {"videos": [{"path", "seconds", "frames", "p_fake", "label", "error", ["profile"]}], "wall_s", "peak_rss_mb"}
+
+"warmup" scores the first 32 frames of the first video once before timing (kernels, shapes, caches);
+"profile" adds the seconds spent inside the runtime's classify and detect calls to each video.
 """
 from __future__ import annotations
 
@@ -82,21 +86,49 @@ def run_dfserve(cfg) -> list:
     else:  # embedded: "dfserve" (CPU runtime) or "gpu" (torch on CUDA)
         gpu = cfg["kind"] == "gpu"
         config = ScorerConfig(models=Path(cfg["models"]), device=cfg.get("device", "cuda") if gpu else "cpu",
-                              runtime=cfg.get("runtime", "torch" if gpu else "auto"), threads=cfg.get("threads") or 0)
+                              runtime=cfg.get("runtime", "torch" if gpu else "auto"), threads=cfg.get("threads") or 0,
+                              precision=cfg.get("precision", "fp32"))
+    if cfg.get("warmup"):
+        warm = make_scorer(ScoreOptions(sample=parse_policy("first:32"), **o), config)
+        list(warm.score(cfg["videos"][:1]))
+        del warm
     scorer = make_scorer(opts, config)
+    prof = _profile(scorer.rt) if cfg.get("profile") else None
     out = []
     # one video at a time for per-video latency; the throughput run below batches across videos
     for v in cfg["videos"]:
         t = time.perf_counter()
+        if prof is not None:
+            prof.update(classify_s=0.0, detect_s=0.0)
         row = next(iter(scorer.score([v])))
         out.append({"path": v, "seconds": time.perf_counter() - t, "frames": row["frames_scored"],
                     "frames_decoded": row["frames_decoded"], "p_fake": row["p_fake"], "label": row["label"],
-                    "error": row["error"]})
+                    "error": row["error"], "runtime": row.get("runtime"), "precision": row.get("precision")})
+        if prof is not None:
+            out[-1]["profile"] = {k: round(x, 3) for k, x in prof.items()}
     if cfg.get("throughput", True) and len(cfg["videos"]) > 1:
         t = time.perf_counter()
         n = sum(r["frames_scored"] for r in scorer.score(cfg["videos"]))
         cfg["_throughput"] = {"seconds": time.perf_counter() - t, "frames": n, "videos": len(cfg["videos"])}
     return out
+
+
+def _profile(rt) -> dict:
+    """Wrap a runtime's classify/detect to add up the seconds spent inside them (each called from one thread)."""
+    prof = {"classify_s": 0.0, "detect_s": 0.0}
+
+    def timed(fn, key):
+        def f(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                prof[key] += time.perf_counter() - t0
+        return f
+
+    rt.classify = timed(rt.classify, "classify_s")
+    rt.detect = timed(rt.detect, "detect_s")
+    return prof
 
 
 def main(argv=None) -> int:

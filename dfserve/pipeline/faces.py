@@ -26,8 +26,10 @@ def detector_size(height: int, width: int, max_side: int = spec.DETECTOR_MAX_SID
     return max(1, int(round(height * scale))), max(1, int(round(width * scale))), scale
 
 
-def detector_input(frames: Sequence[np.ndarray], max_side: int = spec.DETECTOR_MAX_SIDE) -> Tuple[np.ndarray, float]:
-    """Frames (same size) -> float32 [B,3,h,w] BGR 0..255 at reduced size, and the scale used."""
+def detector_input(frames: Sequence[np.ndarray], max_side: int = spec.DETECTOR_MAX_SIDE,
+                   dtype=np.float32) -> Tuple[np.ndarray, float]:
+    """Frames (same size) -> [B,3,h,w] BGR 0..255 at reduced size (float32, the detector's input; uint8 to
+    queue it at a quarter of the memory and convert later, with the same values), and the scale used."""
     from PIL import Image
 
     h, w, scale = detector_size(frames[0].shape[0], frames[0].shape[1], max_side)
@@ -36,7 +38,8 @@ def detector_input(frames: Sequence[np.ndarray], max_side: int = spec.DETECTOR_M
     else:
         small = list(frames)
     # transpose while still uint8, then one conversion copy (7x cheaper than converting first)
-    return np.ascontiguousarray(np.stack(small).transpose(0, 3, 1, 2)).astype(np.float32), scale
+    x = np.ascontiguousarray(np.stack(small).transpose(0, 3, 1, 2))
+    return (x if x.dtype == dtype else x.astype(dtype)), scale
 
 
 def choose_faces(loc: np.ndarray, scores: np.ndarray, height: int, width: int, scale: float,
