@@ -116,12 +116,18 @@ def write_video(path, frames_bgr, fps: int = 30, codec: str = "h264", pix_fmt: s
 
     rotation: a display matrix rotation (degrees counterclockwise, as FFmpeg's av_display_rotation_set;
     a phone's portrait clip stored landscape has -90). pts + time_base: explicit presentation times
-    (variable frame rate).
+    (variable frame rate). Frames are streamed: a generator of any length never sits in memory at once.
     """
+    import itertools
+
     import av
 
-    frames_bgr = list(frames_bgr)
-    h, w = frames_bgr[0].shape[:2]
+    it = iter(frames_bgr)
+    first = next(it, None)
+    if first is None:
+        raise ValueError(f"{path}: no frames to write")
+    frames_bgr = itertools.chain([first], it)
+    h, w = first.shape[:2]
     name = encoder_for(codec)
     if name is None:
         raise RuntimeError(f"this FFmpeg build has no encoder for {codec}")

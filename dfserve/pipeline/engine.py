@@ -82,6 +82,9 @@ class Scorer:
     # detection and classification in two threads (see the module docstring); a device scorer whose
     # runtime cannot be called from two threads at once sets this False
     overlap = True
+    # decoded chunks waiting for the locate stage, per decode thread (memory: depth x chunk x frame size;
+    # 2 -> 1 cut 1080p peak RSS by ~100 MB with no measurable loss of speed)
+    queue_per_decoder = 1.0
 
     def __init__(self, runtime, options: ScoreOptions, model_id: str | None = None,
                  on_progress: Optional[ProgressFn] = None):
@@ -199,7 +202,7 @@ class Scorer:
         path_q: "queue.Queue" = queue.Queue()
         for j in jobs:
             path_q.put(j)
-        out_q: "queue.Queue" = queue.Queue(maxsize=max(2, 2 * self.opt.decode_workers))
+        out_q: "queue.Queue" = queue.Queue(maxsize=max(1, int(self.queue_per_decoder * self.opt.decode_workers)))
         stop = threading.Event()
         workers = [threading.Thread(target=self._produce, args=(path_q, out_q, stop), daemon=True,
                                     name=f"dfserve-decode-{i}")
