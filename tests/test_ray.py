@@ -85,12 +85,26 @@ class _Cluster:
 
     def kill(self, name):
         """SIGKILL a node: its `ray start`, GCS / raylet and every worker process (one process group)."""
+        import psutil
+
         p = self.procs.pop(name, None)
         if p is not None:
+            # the raylet's worker processes may sit in sessions of their own: take every descendant too,
+            # all at once, so no actor of this node finishes its video after the node is gone (seen in
+            # CI: an actor outlived its raylet long enough to deliver its row, and nothing was retried)
+            try:
+                family = psutil.Process(p.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                family = []
             try:
                 os.killpg(p.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            for c in family:
+                try:
+                    c.kill()
+                except psutil.NoSuchProcess:
+                    pass
             p.wait(timeout=30)
 
     def shutdown(self):
