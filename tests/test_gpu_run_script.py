@@ -21,9 +21,9 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
     assert r.returncode == 0, r.stderr
     o = r.stdout
     assert "DRY RUN" in o
-    for step in ("== step1", "== step2", "== step3"):
+    for step in ("== step1", "== step2"):
         assert step in o
-    assert "install plan (step1):" in o and "install plan (step3):" in o
+    assert "install plan (step1):" in o and "install plan (step2):" in o
     for mod in ("av:", "PyNvVideoCodec:", "retinaface:", "dlib:", "tritonclient:"):
         assert mod in o
     # a package missing here is either installed from .whl/ or reported MISSING with what to do
@@ -41,10 +41,12 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
 def test_one_step_and_bad_arguments(tmp_path):
     r = dry("--step", "2", results=tmp_path / "r")
     assert r.returncode == 0, r.stderr
-    assert "== step2" in r.stdout and "== step1" not in r.stdout and "== step3" not in r.stdout
-    assert " models\n" in r.stdout and " e2e\n" in r.stdout
-    bad = subprocess.run(["bash", str(RUN), "step9"], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert bad.returncode == 2 and "unknown argument 'step9'" in bad.stderr
+    assert "== step2" in r.stdout and "== step1" not in r.stdout
+    assert " seed\n" in r.stdout and " summary\n" in r.stdout and "-m pytest -m gpu" in r.stdout
+    r = dry("step1", results=tmp_path / "r")  # the figures first
+    assert " models\n" in r.stdout and " e2e\n" in r.stdout and " agreement\n" in r.stdout
+    bad = subprocess.run(["bash", str(RUN), "step3"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert bad.returncode == 2 and "unknown argument 'step3'" in bad.stderr
     none = subprocess.run(["bash", str(RUN), "--dry-run"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert none.returncode == 2 and "say which step" in none.stderr
 
@@ -60,4 +62,4 @@ def test_fetch_wheels_dry_run_names_the_pinned_wheels():
                        text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable})
     assert r.returncode == 0, r.stderr
     assert "pynvvideocodec==2.2.4" in r.stdout and "--python-version 3.12" in r.stdout
-    assert "-d .whl/step1" in r.stdout and "-d .whl/step3" in r.stdout and "tritonclient==" in r.stdout
+    assert "-d .whl/step1" in r.stdout and "-d .whl/step2" in r.stdout and "tritonclient==" in r.stdout
