@@ -170,13 +170,19 @@ def _add_repo(sub) -> None:
                    help="cpu: python models + onnxruntime; gpu: TensorRT plans + python models on GPU tensors")
     b.add_argument("--models", type=Path, help="folder made by `dfserve export` (model files are copied in)")
     b.add_argument("--out", type=Path, default=Path("model_repository"), help="repository folder")
+    lim = b.add_argument_group("per-request limits of deepfake_video (config parameters; 0: no limit)")
+    for limit in spec.REQUEST_LIMITS:
+        lim.add_argument(limit.flag, dest=limit.param, type=float, default=limit.default, metavar="N",
+                         help=f"at most N {limit.unit} (default {limit.config_value(limit.default)})")
     b.set_defaults(func=_cmd_repo_build)
 
 
 def _cmd_repo_build(args) -> int:
+    from .pipeline.limits import RequestLimits
     from .serving.repo import build_repo
 
-    out = build_repo(args.out, args.flavor, args.models)
+    limits = RequestLimits.from_params({lim.param: str(getattr(args, lim.param)) for lim in spec.REQUEST_LIMITS})
+    out = build_repo(args.out, args.flavor, args.models, limits)
     print(f"wrote the {args.flavor} model repository to {out}"
           + ("" if args.models else " (configs only: add --models DIR to copy the model files)"))
     return 0
