@@ -170,13 +170,19 @@ def _add_repo(sub) -> None:
                    help="cpu: python models + onnxruntime; gpu: TensorRT plans + python models on GPU tensors")
     b.add_argument("--models", type=Path, help="folder made by `dfserve export` (model files are copied in)")
     b.add_argument("--out", type=Path, default=Path("model_repository"), help="repository folder")
+    lim = b.add_argument_group("per-request limits of deepfake_video (config parameters; 0: no limit)")
+    for limit in spec.REQUEST_LIMITS:
+        lim.add_argument(limit.flag, dest=limit.param, type=float, default=limit.default, metavar="N",
+                         help=f"at most N {limit.unit} (default {limit.config_value(limit.default)})")
     b.set_defaults(func=_cmd_repo_build)
 
 
 def _cmd_repo_build(args) -> int:
+    from .pipeline.limits import RequestLimits
     from .serving.repo import build_repo
 
-    out = build_repo(args.out, args.flavor, args.models)
+    limits = RequestLimits.from_params({lim.param: str(getattr(args, lim.param)) for lim in spec.REQUEST_LIMITS})
+    out = build_repo(args.out, args.flavor, args.models, limits)
     print(f"wrote the {args.flavor} model repository to {out}"
           + ("" if args.models else " (configs only: add --models DIR to copy the model files)"))
     return 0
@@ -193,6 +199,10 @@ def _add_serve(sub) -> None:
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--log-verbose", type=int, default=0)
+    p.add_argument("--http-inference", action="store_true",
+                   help="allow inference over HTTP (default: HTTP inference, shared-memory, model-repository, trace "
+                        "and logging requests need a random header only this launcher knows; use gRPC. tritonserver "
+                        "2.51 crashes on HTTP JSON requests with BYTES inputs of 4.5 MB or more)")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -200,7 +210,7 @@ def _cmd_serve(args) -> int:
     from .serving.server import TritonServer
 
     srv = TritonServer(args.repo, args.grpc_port, args.http_port, args.metrics_port, host=args.host,
-                       log_verbose=args.log_verbose)
+                       log_verbose=args.log_verbose, http_inference=args.http_inference)
     stop = {"sig": None}
 
     def on_signal(sig, _frame):
@@ -209,7 +219,8 @@ def _cmd_serve(args) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     srv.start()
-    print(f"serving {args.repo} — gRPC {srv.grpc_url}, HTTP {args.host}:{srv.http_port}, metrics "
+    http = "inference open" if args.http_inference else "inference restricted: use gRPC"
+    print(f"serving {args.repo} — gRPC {srv.grpc_url}, HTTP {args.host}:{srv.http_port} ({http}), metrics "
           f"{args.host}:{srv.metrics_port}; Ctrl-C to stop", file=sys.stderr, flush=True)
     try:
         while stop["sig"] is None and srv.proc is not None and srv.proc.poll() is None:

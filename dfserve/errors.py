@@ -36,3 +36,25 @@ class ServerError(DfserveError):
 
 class UsageError(DfserveError):
     """A command-line argument or option is invalid."""
+
+
+MAX_MESSAGE_CHARS = 2000  # error messages that travel to a client are cut to this length
+
+
+def cut(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`message`, at most `limit` characters (the middle is dropped, so both ends stay readable)."""
+    if len(message) <= limit:
+        return message
+    mark = " [...] "
+    head = (limit - len(mark)) * 2 // 3
+    return message[:head] + mark + message[len(message) - (limit - len(mark) - head):]
+
+
+class RequestLimitError(DfserveError):
+    """A request went over a limit of the server (frames decoded, pixels per frame, CPU seconds).
+
+    The message names the limit and the client's file name (never a server path), at most
+    MAX_MESSAGE_CHARS long."""
+
+    def __init__(self, message: str):
+        super().__init__(cut(str(message)))

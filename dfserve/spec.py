@@ -258,6 +258,30 @@ VIDEO_AGGREGATOR = ModelSpec(
     sequence=SequenceBatching(max_idle_us=30_000_000, max_candidate_sequences=4096),
 )
 
+
+@dataclass(frozen=True)
+class RequestLimit:
+    """A per-request limit of the whole-video model `deepfake_video`: a config.pbtxt parameter of that
+    model (written by `dfserve repo build`, flag `--<param with dashes>`), read by the python model and
+    enforced on every decoded frame. 0 switches it off."""
+
+    param: str
+    default: float
+    unit: str  # what it counts, for help texts and error messages
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.param.replace("_", "-")
+
+    def config_value(self, value: float) -> str:
+        return f"{value:g}" if not float(value).is_integer() else str(int(value))
+
+
+LIMIT_FRAMES = RequestLimit("max_frames", 36_000, "frames decoded per request")
+LIMIT_PIXELS = RequestLimit("max_pixels", 3840 * 2160, "pixels per frame")
+LIMIT_CPU_S = RequestLimit("max_cpu_s", 600, "CPU seconds per request")
+REQUEST_LIMITS = (LIMIT_FRAMES, LIMIT_PIXELS, LIMIT_CPU_S)
+
 # Whole-video model: encoded video bytes + JSON options in, one score row (JSON) out.
 DEEPFAKE_VIDEO = ModelSpec(
     name="deepfake_video",
@@ -269,6 +293,7 @@ DEEPFAKE_VIDEO = ModelSpec(
     python_class="DeepfakeVideo",
     instances=2,
     gpu=False,
+    parameters=tuple((lim.param, lim.config_value(lim.default)) for lim in REQUEST_LIMITS),
 )
 
 ALL_MODELS = (FACE_PREP, FACE_DETECTOR, FACE_CROP, FRAME_CLASSIFIER, DEEPFAKE_FRAMES, VIDEO_AGGREGATOR, DEEPFAKE_VIDEO)

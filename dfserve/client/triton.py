@@ -29,7 +29,7 @@ import numpy as np
 from .. import spec
 from ..spec import T
 from .._lazy import require
-from ..errors import ServerError, VideoError
+from ..errors import RequestLimitError, ServerError, VideoError
 
 log = logging.getLogger(__name__)
 
@@ -319,8 +319,14 @@ class DeepfakeClient:
         o = ScoreOptions(sample=sample, head=head, faces=faces, no_face=no_face, timeline=timeline, min_face=min_face,
                          min_track=min_track).validate()
         opts = {**{k: v for k, v in o.to_dict().items() if k in REQUEST_FIELDS}, "name": name or "video"}
-        r = self._infer(spec.DEEPFAKE_VIDEO, {T.VIDEO: np.array([data], dtype=np.object_),
-                                              T.OPTIONS: np.array([json.dumps(opts).encode()], dtype=np.object_)})
+        try:
+            r = self._infer(spec.DEEPFAKE_VIDEO, {T.VIDEO: np.array([data], dtype=np.object_),
+                                                  T.OPTIONS: np.array([json.dumps(opts).encode()], dtype=np.object_)})
+        except ServerError as exc:  # over a limit of the server: its typed error, the server's message
+            marker = f"{RequestLimitError.__name__}: "
+            if marker in str(exc):
+                raise RequestLimitError(str(exc).split(marker, 1)[1]) from exc
+            raise
         return json.loads(r[T.RESULT].reshape(-1)[0])
 
     def model_info(self) -> dict:

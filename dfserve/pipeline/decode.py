@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -56,6 +56,10 @@ ANIMATABLE_FORMATS = {"gif", "apng", "webp", "webp_pipe"}
 IMAGE_CODECS = {"png", "apng", "mjpeg", "jpeg2000", "jpegls", "jpegxl", "bmp", "tiff", "webp", "gif", "qoi", "pam",
                 "pgm", "ppm", "pbm", "pgmyuv", "sgi", "sunrast", "targa", "xbm", "xpm", "xwd", "pcx", "dds", "exr",
                 "hdr", "psd", "photocd", "pictor", "vbn", "ljpeg"}
+
+# A check run on every decoded frame: (frames decoded so far, frame width, frame height) -> None; it raises
+# (a DfserveError) to stop decoding. `iter_frames(guard=)` takes one (e.g. `limits.RequestGuard`).
+FrameGuard = Callable[[int, int, int], None]
 
 
 @dataclass
@@ -166,6 +170,25 @@ class DecodeBudget:
                              "(DFSERVE_DECODE_TIMEOUT_S sets the budget)")
 
 
+def check_frame_size(path: str, index: int, width: int, height: int) -> None:
+    """Refuse an absurd (or empty) frame size: a corrupt or hostile stream."""
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS or width <= 0 or height <= 0:
+        raise VideoError(f"{path}: absurd frame size {width}x{height} at frame {index} (at most {MAX_SIDE} "
+                         f"per side and {MAX_PIXELS} pixels)")
+
+
+def frame_checks(path: str, budget: DecodeBudget, guard: Optional[FrameGuard] = None) -> FrameGuard:
+    """What every decoded frame passes: the time budget and the size check, then the caller's guard."""
+
+    def check(frames: int, width: int, height: int) -> None:
+        budget.check(frames)
+        check_frame_size(path, frames - 1, width, height)
+        if guard is not None:
+            guard(frames, width, height)
+
+    return check
+
+
 def _ffmsg(exc) -> str:
     return getattr(exc, "strerror", None) or str(exc)
 
@@ -256,11 +279,12 @@ def _upright(arr: np.ndarray, rotation: int) -> np.ndarray:
 
 
 def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeStats,
-                chunk: int = 16) -> Iterator[Tuple[List[int], List[np.ndarray]]]:
+                chunk: int = 16, guard: Optional[FrameGuard] = None) -> Iterator[Tuple[List[int], List[np.ndarray]]]:
     """Decode the video, yield (indices, BGR frames) chunks of the sampled frames, upright.
 
-    `fps:R` sampling uses the frames' timestamps (variable frame rate safe). Decoding is held to a time
-    budget (DecodeBudget), checked between frames; over it, a VideoError names the file.
+    `fps:R` sampling uses the frames' timestamps (variable frame rate safe). Every decoded frame, sampled
+    or not, is checked (`frame_checks`): the time budget (DecodeBudget) and its size (over them, a
+    VideoError names the file), then `guard` if given (a request's limits: `limits.RequestGuard`).
     """
     av = _av()
     sampler = policy.sampler(info.fps, info.n_frames)
@@ -270,6 +294,7 @@ def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeS
     except OSError:
         size = 0
     budget = DecodeBudget(str(path), info.duration_s, size)
+    check = frame_checks(str(path), budget, guard)
     idx_buf: List[int] = []
     frm_buf: List[np.ndarray] = []
     try:
@@ -285,12 +310,8 @@ def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeS
             for frame in container.decode(vs):
                 i += 1
                 stats.frames_decoded = i + 1
-                budget.check(i + 1)
+                check(i + 1, frame.width, frame.height)
                 if sampler.keep(i, _frame_time(frame)):
-                    fw, fh = frame.width, frame.height
-                    if fw > MAX_SIDE or fh > MAX_SIDE or fw * fh > MAX_PIXELS or fw <= 0 or fh <= 0:
-                        raise VideoError(f"{path}: absurd frame size {fw}x{fh} at frame {i} (at most {MAX_SIDE} "
-                                         f"per side and {MAX_PIXELS} pixels)")
                     rot = frame.rotation or 0
                     arr = _upright(frame.to_ndarray(format="bgr24"), rot)
                     info.rotation = rot

@@ -13,9 +13,9 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import DfserveError, VideoError
+from ..errors import DfserveError, RequestLimitError, VideoError
 from .chunk import FrameRecord, records_from_faces, records_from_outputs, score_chunk
-from .decode import iter_frames, probe
+from .decode import FrameGuard, iter_frames, probe
 from .engine import ScoreOptions, VideoJob, error_dict, expected_frames, make_row, new_tally, new_tracker
 from .faces import classifier_input, crop_faces, detector_input, faces_for_classifier, faces_per_frame
 
@@ -88,18 +88,24 @@ def detect_classify_stage(detect_fn: DetectFn, classify_fn: ClassifyFn, opts: Sc
 
 
 def score_video_frames(path: str, opts: ScoreOptions, models: FramesModels, model_id: str,
-                       sink=None, display_path: Optional[str] = None, on_progress=None) -> dict:
-    """Decode `path`, run the models on each same-size run of sampled frames, tally, return the row."""
+                       sink=None, display_path: Optional[str] = None, on_progress=None,
+                       guard: Optional[FrameGuard] = None) -> dict:
+    """Decode `path`, run the models on each same-size run of sampled frames, tally, return the row.
+
+    `guard` checks every decoded frame (a request's limits); its RequestLimitError is raised, not
+    turned into a row: the request is refused, the file is not at fault."""
     job = VideoJob(display_path or path, 0)
     job.tally = new_tally(opts, sink if opts.faces != "all" else None)
     stage = models.stage(opts, new_tracker(opts))
     try:
         job.info = probe(path, count_if_unknown=opts.sample.needs_frame_count)
         job.expected = expected_frames(opts, job.info)
-        for indices, frames in iter_frames(path, opts.sample, job.info, job.stats, opts.chunk):
+        for indices, frames in iter_frames(path, opts.sample, job.info, job.stats, opts.chunk, guard=guard):
             score_chunk(indices, frames, stage, job.tally)
             if on_progress is not None:
                 on_progress(job.path, job.tally.frames_sampled, job.expected)
+    except RequestLimitError:
+        raise
     except DfserveError as exc:
         job.fail(exc)
     except Exception as exc:  # noqa: BLE001 - a bad file is a row, never a crash

@@ -5,6 +5,12 @@ On machines without NVIDIA's container, the binary comes from the `nvidia-pytrit
 used when there is one. The python backend's stub needs: a backend folder with the stub copied
 into `python/`, the wheel's bundled libraries and the interpreter's LIBDIR on LD_LIBRARY_PATH,
 and this interpreter's bin folder first on PATH (the stub finds site-packages through python3).
+
+Triton's HTTP endpoint is restricted by default: inference, shared-memory, model-repository, trace and
+logging requests over HTTP need a header whose value is random per start and known only to this
+launcher (tritonserver --http-restricted-api); health, metadata, model config and statistics stay
+open, and clients use gRPC. (tritonserver 2.51 crashes on an HTTP JSON request with a BYTES input of
+4.5 MB or more.) `http_inference=True` opens HTTP inference again.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import glob
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -25,11 +32,15 @@ import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from ..errors import MissingDependencyError, ServerError
 
 log = logging.getLogger(__name__)
+
+# HTTP APIs that need the launcher's header (tritonserver --http-restricted-api=<apis>:<key>=<value>)
+RESTRICTED_HTTP_APIS = ("inference", "shared-memory", "model-repository", "trace", "logging")
+HTTP_KEY_HEADER = "dfserve-launcher-key"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -83,8 +94,10 @@ class TritonServer:
 
     def __init__(self, repo: str | Path, grpc_port: int = 0, http_port: int = 0, metrics_port: int = 0,
                  host: str = "127.0.0.1", log_verbose: int = 0, extra_args: Optional[List[str]] = None,
-                 startup_timeout: float = 120.0, shm_sweep_s: float = 5.0):
+                 startup_timeout: float = 120.0, shm_sweep_s: float = 5.0, http_inference: bool = False):
         self.repo = Path(repo).resolve()
+        self.http_inference = http_inference
+        self._http_key = secrets.token_urlsafe(32)  # this start's value of HTTP_KEY_HEADER
         self.shm_sweep_s = shm_sweep_s
         self._sweeper: Optional[threading.Thread] = None
         self._sweep_stop = threading.Event()
@@ -105,6 +118,22 @@ class TritonServer:
     def grpc_url(self) -> str:
         return f"{self.host}:{self.grpc_port}"
 
+    @property
+    def restricted_http_apis(self) -> List[str]:
+        return [a for a in RESTRICTED_HTTP_APIS if not (a == "inference" and self.http_inference)]
+
+    @property
+    def http_headers(self) -> Dict[str, str]:
+        """The header that lets a request through the restricted HTTP APIs (for this launcher and tests)."""
+        return {HTTP_KEY_HEADER: self._http_key}
+
+    def _http(self, path: str, data: Optional[bytes] = None, method: Optional[str] = None, timeout: float = 5.0):
+        """An HTTP request to this server, with the launcher's header."""
+        headers = dict(self.http_headers, **({"Content-Type": "application/json"} if data else {}))
+        req = urllib.request.Request(f"http://{self.host}:{self.http_port}{path}", data=data, method=method,
+                                     headers=headers)
+        return urllib.request.urlopen(req, timeout=timeout)
+
     def _repo_path(self) -> Path:
         """The python backend stub splits its arguments on spaces: serve such a repo through a link."""
         if " " not in str(self.repo):
@@ -118,7 +147,8 @@ class TritonServer:
         cmd = [str(inst.binary), f"--model-repository={self._repo_path()}", f"--grpc-port={self.grpc_port}",
                f"--http-port={self.http_port}", f"--metrics-port={self.metrics_port}",
                f"--grpc-address={self.host}", f"--http-address={self.host}", f"--metrics-address={self.host}",
-               "--exit-on-error=false", "--strict-readiness=true", f"--log-verbose={self.log_verbose}"]
+               "--exit-on-error=false", "--strict-readiness=true", f"--log-verbose={self.log_verbose}",
+               f"--http-restricted-api={','.join(self.restricted_http_apis)}:{HTTP_KEY_HEADER}={self._http_key}"]
         if inst.backend_dir is not None:
             cmd.append(f"--backend-directory={inst.backend_dir}")
         return cmd + self.extra_args
@@ -130,7 +160,7 @@ class TritonServer:
         env = {**os.environ, **inst.env}
         self._shm_before = set(glob.glob("/dev/shm/triton_python_backend_shm_region_*"))
         cmd = self.command(inst)
-        log.info("starting tritonserver (%s): %s", inst.source, " ".join(cmd))
+        log.info("starting tritonserver (%s): %s", inst.source, " ".join(cmd).replace(self._http_key, "<random>"))
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      errors="replace", start_new_session=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -157,7 +187,7 @@ class TritonServer:
         removed = []
         for kind in ("systemsharedmemory", "cudasharedmemory"):
             try:
-                with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/v2/{kind}/status", timeout=5) as r:
+                with self._http(f"/v2/{kind}/status") as r:
                     regions = json.loads(r.read().decode() or "[]")
             except (OSError, ValueError):
                 continue
@@ -166,10 +196,8 @@ class TritonServer:
                 pid = _client_pid(name)
                 if pid is None or _pid_alive(pid):
                     continue
-                req = urllib.request.Request(f"http://{self.host}:{self.http_port}/v2/{kind}/region/{name}/unregister",
-                                             data=b"", method="POST")
                 try:
-                    urllib.request.urlopen(req, timeout=5).close()
+                    self._http(f"/v2/{kind}/region/{name}/unregister", data=b"", method="POST").close()
                 except OSError:
                     continue
                 key = str(reg.get("key", "")).lstrip("/")
@@ -197,7 +225,7 @@ class TritonServer:
 
     def _http_ok(self, path: str) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.host}:{self.http_port}{path}", timeout=2) as r:
+            with self._http(path, timeout=2) as r:
                 return r.status == 200
         except OSError:
             return False
@@ -207,9 +235,7 @@ class TritonServer:
 
     def model_states(self) -> dict:
         """{model: (state, reason)} from the repository index (every model folder, loaded or not)."""
-        req = urllib.request.Request(f"http://{self.host}:{self.http_port}/v2/repository/index", data=b"{}",
-                                     method="POST", headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with self._http("/v2/repository/index", data=b"{}", method="POST") as r:
             items = json.loads(r.read().decode())
         return {m["name"]: (m.get("state", ""), m.get("reason", "")) for m in items}
 

@@ -16,6 +16,7 @@ from typing import Dict, List
 import numpy as np
 
 from .. import spec
+from ..errors import RequestLimitError
 from ..spec import T
 
 log = logging.getLogger("dfserve.serving")
@@ -132,7 +133,10 @@ class _Model:
                 for (n, _), o in zip(members, outs):
                     responses[n] = self._response(o)
             except Exception as exc:  # noqa: BLE001 - the failing requests get the error, the server stays up
-                log.exception("%s failed", self.spec.name)
+                if isinstance(exc, RequestLimitError):  # a refusal, not a fault: no traceback
+                    log.warning("%s: request refused: %s", self.spec.name, exc)
+                else:
+                    log.exception("%s failed", self.spec.name)
                 for n, _ in members:
                     responses[n] = self._error(exc)
         return responses
@@ -296,14 +300,26 @@ class VideoAggregator(_Model):
 
 
 class DeepfakeVideo(_Model):
-    """Encoded video bytes -> one score row (JSON). Decodes here, drives `deepfake_frames` through BLS."""
+    """Encoded video bytes -> one score row (JSON). Decodes here, drives `deepfake_frames` through BLS.
+
+    Each request is held to the limits of this model's config parameters (`spec.REQUEST_LIMITS`: frames
+    decoded, pixels per frame, CPU seconds of this instance's process), checked on every decoded frame;
+    over one, the request fails with a RequestLimitError naming the limit and the client's file name."""
 
     spec = spec.DEEPFAKE_VIDEO
     concat = False
 
     def setup(self):
+        import av  # noqa: F401 - imported at load, so no request's CPU time pays for the imports
+        import PIL.Image  # noqa: F401
+
+        from ..pipeline import frames_scoring, options  # noqa: F401
+        from ..pipeline.limits import RequestLimits
+
         info = self.version_dir / "model_info.json"
         self.model_id = json.loads(info.read_text())["model_id"] if info.is_file() else "unknown"
+        self.limits = RequestLimits.from_params(self.params)
+        log.info("deepfake_video: request limits %s", self.limits.to_params())
 
     def run(self, x):
         from ..pipeline.frames_scoring import FramesModels, score_video_frames
@@ -317,6 +333,7 @@ class DeepfakeVideo(_Model):
         if o.pop("info", False):
             return {T.RESULT: np.array([json.dumps({"model_id": self.model_id}).encode()], dtype=np.object_)}
         name = str(o.pop("name", None) or "video")
+        guard = self.limits.guard(name)  # this request's CPU clock starts here
         opts = ScoreOptions.from_json(o, allowed=REQUEST_FIELDS)
         pb = self.pb
 
@@ -338,5 +355,5 @@ class DeepfakeVideo(_Model):
         with tempfile.NamedTemporaryFile(suffix=suffix) as f:
             f.write(data if isinstance(data, bytes) else bytes(data))
             f.flush()
-            row = score_video_frames(f.name, opts, models, self.model_id, display_path=name)
+            row = score_video_frames(f.name, opts, models, self.model_id, display_path=name, guard=guard)
         return {T.RESULT: np.array([json.dumps(row).encode()], dtype=np.object_)}
