@@ -1,6 +1,6 @@
 """`--detect-every K` against per-frame detection: box disagreement and speed (issue 11 item 4).
 
-    python benchmarks/detect_every.py    # after benchmarks/cpu_runtimes.py (uses its models and 720p video)
+    python benchmarks/detect_every.py    # after `dfserve bench --runtimes ...` (uses its models and 720p video)
 
 Scores generated face videos (moving 640x360 H.264, zooming 480x272 HEVC, the bench's 720p H.264) with
 int8 OpenVINO at K = 1, 2, 4, 8 and reports, per K, how many frames' boxes differ from per-frame detection
@@ -26,7 +26,7 @@ def main() -> int:
     from dfserve.pipeline.detect_every import box_disagreement
     from dfserve.scoring import ScorerConfig, make_scorer
 
-    work = ROOT / ".cache" / "cpu_runtimes"
+    work = ROOT / ".cache" / "bench" / "runtimes"  # dfserve bench --runtimes (default --workdir)
     models = next((work / "cache" / "models").iterdir())
     d = Path(tempfile.mkdtemp(prefix="detect-every-"))
     vids = {"640x360 h264 moving": samples.make_face_video(d / "a.mp4", n_frames=90, width=640, height=360,

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "onnxruntime", "openvino", "torch")
 CPU_RUNTIMES = ("onnxruntime", "openvino")
-AUTO_ORDER = ("openvino", "onnxruntime")  # fastest first, by measurement (benchmarks/cpu_runtimes.py)
+AUTO_ORDER = ("openvino", "onnxruntime")  # fastest first, by measurement (dfserve bench --runtimes)
 
 
 def openvino_available() -> bool:
