@@ -46,8 +46,13 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def ort_session(model: Union[str, Path, bytes], threads: int | None = None):
-    """The one place an onnxruntime CPU session is built (the engine, Triton models, export checks, bench)."""
+def ort_session(model: Union[str, Path, bytes], threads: int | None = None, arena: bool = True):
+    """The one place an onnxruntime CPU session is built (the engine, Triton models, export checks, bench).
+
+    arena=False: no CPU memory arena and no memory-pattern planning, so the memory of a run goes back to
+    malloc when it ends instead of staying in the arena (sized by the largest batch seen) and in one cached
+    plan per input shape. For long-running servers that see many batch shapes (the Triton python models).
+    """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -58,6 +63,9 @@ def ort_session(model: Union[str, Path, bytes], threads: int | None = None):
     # no busy-waiting between runs: the engine's decode and locate threads need those cycles (measured on
     # 2 cores, 720p --sample all: 31 -> 35 frames/s; benchmarks/results/*/cpu_runtimes.json)
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not arena:
+        so.enable_cpu_mem_arena = False
+        so.enable_mem_pattern = False
     src = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 

@@ -54,11 +54,12 @@ def resolve_runtime(runtime: str = "auto", precision: str = "fp32") -> str:
 
 
 def make_session(path: str | Path, runtime: str = "auto", precision: str = "fp32", threads: int | None = None,
-                 output_names=None):
+                 output_names=None, arena: bool = True):
     """One network's `run(inputs dict) -> outputs dict` in the chosen runtime (the Triton python models' hook).
 
     `precision` is the compile precision of this network (fp32 / bf16: OpenVINO hint; an int8 file is a
-    QDQ ONNX and runs with either runtime's int8 kernels).
+    QDQ ONNX and runs with either runtime's int8 kernels). `arena`: onnxruntime's CPU memory arena and
+    memory patterns (`ort_session`); OpenVINO ignores it.
     """
     from .runtime import default_threads
 
@@ -79,7 +80,7 @@ def make_session(path: str | Path, runtime: str = "auto", precision: str = "fp32
         return run
     from .runtime import ort_session
 
-    sess = ort_session(path, threads)
+    sess = ort_session(path, threads, arena=arena)
     names = list(output_names or [o.name for o in sess.get_outputs()])
 
     def run(inputs):
@@ -97,7 +98,7 @@ def network_precision(classifier: bool, runtime: str, precision: str) -> str:
 
 
 def make_network_session(version_dir: str | Path, classifier: bool, runtime: str = "auto", precision: str = "fp32",
-                         threads: int | None = None, output_names=None):
+                         threads: int | None = None, output_names=None, arena: bool = True):
     """A Triton version folder's network (`model.onnx`, or `model.int8.onnx` for the int8 classifier)."""
     rt = resolve_runtime(runtime, precision)
     name = "model.int8.onnx" if (classifier and precision == "int8") else "model.onnx"
@@ -107,4 +108,4 @@ def make_network_session(version_dir: str | Path, classifier: bool, runtime: str
 
         raise ModelFilesError(f"{path}: missing (precision {precision}: `dfserve export --precision {precision}`, "
                               "then `dfserve repo build --models DIR`)")
-    return make_session(path, rt, network_precision(classifier, rt, precision), threads, output_names)
+    return make_session(path, rt, network_precision(classifier, rt, precision), threads, output_names, arena)

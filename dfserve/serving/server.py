@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..errors import MissingDependencyError, ServerError
+from .memory import MALLOC_ARENA_MAX
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ class TritonServer:
             raise ServerError(f"model repository {self.repo} does not exist; create it with `dfserve repo build`")
         inst = find_triton(self._work)
         env = {**os.environ, **inst.env}
+        env.setdefault("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX)  # tritonserver and its python models (memory.py)
         self._shm_before = set(glob.glob("/dev/shm/triton_python_backend_shm_region_*"))
         cmd = self.command(inst)
         log.info("starting tritonserver (%s): %s", inst.source, " ".join(cmd).replace(self._http_key, "<random>"))
