@@ -143,6 +143,12 @@ class Memory:
                     continue
                 m = p.memory_full_info()
                 out[key] = {"pid": p.pid, "rss_mb": round(m.rss / MB, 1), "uss_mb": round(m.uss / MB, 1)}
+                region = next((a for a in p.cmdline() if a.startswith("triton_python_backend_shm_region")), None)
+                if region:  # this model's python-backend shared-memory pool (it grows, never shrinks)
+                    try:
+                        out[key]["shm_mb"] = round(os.stat(f"/dev/shm/{region}").st_blocks * 512 / MB, 1)
+                    except OSError:
+                        pass
             except self.psutil.Error:
                 continue
         return out
@@ -365,6 +371,7 @@ def run_soak(clients: int = 8, duration: float = 180.0, warmup: Optional[float] 
         time.sleep(2.0)
         ready = mem.sample("ready")
         stub_env = {k: env_seen(v["pid"]) for k, v in ready["processes"].items() if k != "tritonserver"}
+        backend_regions = _backend_regions(server.pid)
         say(f"ready in {ready_s:.0f} s: tritonserver USS {ready['server_uss_mb']} MB, "
             f"{ready['model_processes']} python model processes USS {ready['models_uss_mb']} MB")
 
@@ -411,11 +418,14 @@ def run_soak(clients: int = 8, duration: float = 180.0, warmup: Optional[float] 
         time.sleep(settle)
         after = mem.sample("after_clients")
         regions = registered_regions(http_port)
+        own_after = glob.glob(f"/dev/shm/dfserve-{os.getpid()}-*")
         mem.stop()
         say("stopping the server ...")
         server_stop_s = _stop_server(server)
         server = None
         shm_after_stop = shm_usage()
+        shm_after_stop["this_server_regions_left"] = [r for r in backend_regions if os.path.exists(f"/dev/shm/{r}")]
+        shm_after_stop["this_process_client_regions_left"] = glob.glob(f"/dev/shm/dfserve-{os.getpid()}-*")
 
         samples = mem.samples
         during = [s for s in samples if s["phase"] in ("warmup", "load", "end_of_load", "warm")]
@@ -449,15 +459,20 @@ def run_soak(clients: int = 8, duration: float = 180.0, warmup: Optional[float] 
             "models_uss_growth_after_warmup_mb": round(max(s["models_uss_mb"] for s in after_warm) - warm_peak, 1),
             "models_uss_slope_after_warmup_mb_per_min": slope,
             "per_process_mb": {k: {"ready_uss": v["uss_mb"], "peak_uss": max(s["processes"].get(k, {}).get(
-                "uss_mb", 0) for s in samples), "after_uss": after["processes"].get(k, {}).get("uss_mb")}
+                "uss_mb", 0) for s in samples), "after_uss": after["processes"].get(k, {}).get("uss_mb"),
+                "end_of_load_rss": end_load["processes"].get(k, {}).get("rss_mb"),
+                "shm_pool_after": after["processes"].get(k, {}).get("shm_mb")}
                 for k, v in ready["processes"].items()},
             "shm": {"peak_used_mb": max((s["shm"]["used_mb"] or 0) for s in samples),
                     "peak_client_regions": max(s["shm"]["dfserve_client"]["files"] for s in samples),
                     "during_end_of_load": end_load["shm"], "after_clients_stopped": after["shm"],
-                    "registered_regions_after_clients_stopped": regions, "after_server_stopped": shm_after_stop},
+                    "registered_regions_after_clients_stopped": regions,
+                    "this_process_client_regions_after_clients_stopped": own_after,
+                    "python_backend_regions_of_this_server": len(backend_regions), "after_server_stopped": shm_after_stop},
             "server_stop_s": server_stop_s,
             "timeline": [{"t_s": s["t"], "phase": s["phase"], "models_uss_mb": s["models_uss_mb"],
                           "server_uss_mb": s["server_uss_mb"], "shm_used_mb": s["shm"]["used_mb"],
+                          "python_backend_shm_mb": s["shm"]["python_backend"]["mb"],
                           "load_1m": s["load_1m"]} for s in samples],
         }
     finally:
@@ -470,6 +485,22 @@ def run_soak(clients: int = 8, duration: float = 180.0, warmup: Optional[float] 
         for t in threads:
             t.join(timeout=20)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _backend_regions(root_pid: int) -> list:
+    """The /dev/shm regions of this server's python model processes (named on their command lines)."""
+    import psutil
+
+    names = set()
+    try:
+        for p in psutil.Process(root_pid).children(recursive=True):
+            try:
+                names.update(a for a in p.cmdline() if a.startswith("triton_python_backend_shm_region"))
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return sorted(names)
 
 
 def _slope(points: list) -> Optional[float]:
