@@ -23,9 +23,9 @@ the warm-up, at peak, at the end of the load and after the clients stopped, the 
     python benchmarks/triton_soak.py --without all --label before      # the same without the memory fixes
     python benchmarks/triton_soak.py --clients 4 --duration 30 --no-write
 
---without turns fixes off in the server's environment (for before/after measurements): `arena`
-(DFSERVE_ORT_ARENA=1: onnxruntime's CPU arena and memory patterns back on), `trim` (DFSERVE_MALLOC_TRIM_S=0:
-no malloc_trim), `arena-max` (MALLOC_ARENA_MAX=8 x cores: glibc's default), or `all`.
+--without turns fixes off in the server's environment (for before/after measurements): `ort`
+(DFSERVE_ORT_RELEASE=0: onnxruntime's memory patterns on, its arena never shrunk), `trim` (DFSERVE_MALLOC_TRIM=0:
+no malloc_trim), `arena-max` (MALLOC_ARENA_MAX=8 x cores: glibc's own limit), or `all`.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ import glob
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -48,7 +49,7 @@ from typing import Callable, Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-FIXES = ("arena", "trim", "arena-max")
+FIXES = ("ort", "trim", "arena-max")
 SAMPLES = ("all", "every:2", "every:3", "first:16", "uniform:7", "fps:10")  # a random one per request
 CHUNKS = (4, 8, 16, 32)  # frames per request to deepfake_frames (frames path): many batch shapes
 MB = 2 ** 20
@@ -212,10 +213,10 @@ def registered_regions(http_port: int) -> Optional[list]:
 
 def fixes_env(without: set) -> dict:
     env = {}
-    if "arena" in without:
-        env["DFSERVE_ORT_ARENA"] = "1"
+    if "ort" in without:
+        env["DFSERVE_ORT_RELEASE"] = "0"
     if "trim" in without:
-        env["DFSERVE_MALLOC_TRIM_S"] = "0"
+        env["DFSERVE_MALLOC_TRIM"] = "0"
     if "arena-max" in without:
         env["MALLOC_ARENA_MAX"] = str(8 * (os.cpu_count() or 1))  # glibc's own limit on 64-bit
     return env
@@ -227,7 +228,7 @@ def env_seen(pid: int) -> dict:
         raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return {}
-    keys = ("MALLOC_ARENA_MAX", "DFSERVE_ORT_ARENA", "DFSERVE_MALLOC_TRIM_S")
+    keys = ("MALLOC_ARENA_MAX", "DFSERVE_ORT_RELEASE", "DFSERVE_MALLOC_TRIM")
     env = dict(x.decode(errors="replace").split("=", 1) for x in raw if b"=" in x)
     return {k: env.get(k) for k in keys}
 
@@ -476,15 +477,21 @@ def run_soak(clients: int = 8, duration: float = 180.0, warmup: Optional[float] 
                           "load_1m": s["load_1m"]} for s in samples],
         }
     finally:
-        stop.aborted = True
-        stop.set()
-        if mem is not None:
-            mem.stop()
-        if server is not None:  # interrupted or failed: take the server down first, then the clients fail fast
-            _stop_server(server)
-        for t in threads:
-            t.join(timeout=20)
-        shutil.rmtree(work, ignore_errors=True)
+        main = threading.current_thread() is threading.main_thread()
+        old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # a 2nd Ctrl-C: still clean
+        try:
+            stop.aborted = True
+            stop.set()
+            if mem is not None:
+                mem.stop()
+            if server is not None:  # interrupted or failed: the server goes down first, the clients then fail fast
+                _stop_server(server)
+            for t in threads:
+                t.join(timeout=20)
+            shutil.rmtree(work, ignore_errors=True)
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, old_sigint)
 
 
 def _backend_regions(root_pid: int) -> list:
@@ -577,7 +584,7 @@ def main(argv=None) -> int:
         return 130
     info = machine_info()
     res = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "command": " ".join(["python", "benchmarks/triton_soak.py"] + (sys.argv[1:] if argv is None else list(argv))),
+           "command": shlex.join(["python", "benchmarks/triton_soak.py"] + (sys.argv[1:] if argv is None else list(argv))),
            "note": args.note, **res}
     summary = {k: res[k] for k in ("requests", "failures", "latency_s", "models_uss_growth_after_warmup_mb",
                                    "models_uss_slope_after_warmup_mb_per_min")}

@@ -28,16 +28,18 @@ def test_short_soak_no_failures_flat_memory_shared_memory_released(exported):
     assert res["failures"] == 0, res["failure_examples"]
     assert res["requests"] >= 8 and min(res["requests_by_path"].values()) >= 1, res["requests_by_path"]
     # the memory fixes reached the python model processes (launcher environment)
-    assert res["fixes_env_in_model_processes"].get("MALLOC_ARENA_MAX") == "2"
+    assert res["fixes_env_in_model_processes"].get("MALLOC_ARENA_MAX") == os.environ.get("MALLOC_ARENA_MAX", "2")
 
     mem = res["memory_mb"]
-    warm_peak = res["models_uss_warmup_peak_mb"]
+    ready, warm_peak = mem["ready"]["models_uss_mb"], res["models_uss_warmup_peak_mb"]
     # after warm-up, the python models' private memory stays within a generous bound of the warm-up peak
-    # (measured on 2 cores: see benchmarks/results/*/triton_soak.json for before/after figures)
-    assert res["models_uss_growth_after_warmup_mb"] <= max(250.0, 0.15 * warm_peak), res["timeline"]
-    # and it goes back down once the clients stop (malloc_trim after the last requests)
-    assert mem["after_clients_stopped"]["models_uss_mb"] <= mem["peak"]["models_uss_mb"]
-    assert mem["after_clients_stopped"]["models_uss_mb"] <= mem["ready"]["models_uss_mb"] + max(300.0, 0.3 * warm_peak)
+    # (no runaway growth; measured on 2 cores: benchmarks/results/*/triton_soak.json)
+    assert res["models_uss_growth_after_warmup_mb"] <= max(300.0, 0.5 * warm_peak), res["timeline"]
+    # and once the clients stop it goes back to about where it was when the server was ready: without the
+    # fixes (onnxruntime's arena, glibc's arenas keep what the largest batches took) it stayed near its peak,
+    # 3x the ready figure in a run like this one
+    assert mem["after_clients_stopped"]["models_uss_mb"] <= ready + max(150.0, 0.35 * ready), res["timeline"]
+    assert mem["after_clients_stopped"]["server_uss_mb"] <= mem["peak"]["server_uss_mb"]
 
     shm = res["shm"]
     assert shm["peak_client_regions"] >= 1  # the frames path really went through shared memory

@@ -54,12 +54,13 @@ def resolve_runtime(runtime: str = "auto", precision: str = "fp32") -> str:
 
 
 def make_session(path: str | Path, runtime: str = "auto", precision: str = "fp32", threads: int | None = None,
-                 output_names=None, arena: bool = True):
+                 output_names=None, mem_pattern: bool = True):
     """One network's `run(inputs dict) -> outputs dict` in the chosen runtime (the Triton python models' hook).
 
     `precision` is the compile precision of this network (fp32 / bf16: OpenVINO hint; an int8 file is a
-    QDQ ONNX and runs with either runtime's int8 kernels). `arena`: onnxruntime's CPU memory arena and
-    memory patterns (`ort_session`); OpenVINO ignores it.
+    QDQ ONNX and runs with either runtime's int8 kernels). `mem_pattern`: onnxruntime's memory patterns
+    (`ort_session`). `run.release()` gives the memory the runtime keeps between runs back (onnxruntime: its
+    arena, `shrink_arena`, skipped while a run is in flight; OpenVINO: nothing).
     """
     from .runtime import default_threads
 
@@ -77,15 +78,31 @@ def make_session(path: str | Path, runtime: str = "auto", precision: str = "fp32
             res = req.infer({k: v for k, v in inputs.items()})
             return {n: res[o] for n, o in zip(names, outs)}
         run.runtime = "openvino"
+        run.release = lambda: None
         return run
-    from .runtime import ort_session
+    import threading
 
-    sess = ort_session(path, threads, arena=arena)
+    from .runtime import ort_session, shrink_arena
+
+    sess = ort_session(path, threads, mem_pattern=mem_pattern)
     names = list(output_names or [o.name for o in sess.get_outputs()])
+    lock = threading.Lock()
+    busy = [0]
 
     def run(inputs):
-        return dict(zip(names, sess.run(names, inputs)))
+        with lock:
+            busy[0] += 1
+        try:
+            return dict(zip(names, sess.run(names, inputs)))
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    def release():
+        if not busy[0]:  # a run starting meanwhile is safe: only regions no tensor uses are freed
+            shrink_arena(sess)
     run.runtime = "onnxruntime"
+    run.release = release
     return run
 
 
@@ -98,7 +115,7 @@ def network_precision(classifier: bool, runtime: str, precision: str) -> str:
 
 
 def make_network_session(version_dir: str | Path, classifier: bool, runtime: str = "auto", precision: str = "fp32",
-                         threads: int | None = None, output_names=None, arena: bool = True):
+                         threads: int | None = None, output_names=None, mem_pattern: bool = True):
     """A Triton version folder's network (`model.onnx`, or `model.int8.onnx` for the int8 classifier)."""
     rt = resolve_runtime(runtime, precision)
     name = "model.int8.onnx" if (classifier and precision == "int8") else "model.onnx"
@@ -108,4 +125,4 @@ def make_network_session(version_dir: str | Path, classifier: bool, runtime: str
 
         raise ModelFilesError(f"{path}: missing (precision {precision}: `dfserve export --precision {precision}`, "
                               "then `dfserve repo build --models DIR`)")
-    return make_session(path, rt, network_precision(classifier, rt, precision), threads, output_names, arena)
+    return make_session(path, rt, network_precision(classifier, rt, precision), threads, output_names, mem_pattern)

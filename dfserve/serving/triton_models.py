@@ -18,7 +18,7 @@ import numpy as np
 from .. import spec
 from ..errors import RequestLimitError
 from ..spec import T
-from .memory import TRIMMER, ort_arena
+from .memory import RELEASER, ort_release
 
 log = logging.getLogger("dfserve.serving")
 
@@ -140,7 +140,7 @@ class _Model:
                     log.exception("%s failed", self.spec.name)
                 for n, _ in members:
                     responses[n] = self._error(exc)
-        TRIMMER.request_done()  # malloc_trim soon after: the freed batch memory goes back to the OS
+        RELEASER.request_done()  # freed batch memory back to the OS soon after (memory.py)
         return responses
 
     def run(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -193,7 +193,9 @@ class OnnxModel(_Model):
         self.out_names = [o.name for o in self.spec.outputs]
         self.sess = make_network_session(self.version_dir, self.spec is spec.FRAME_CLASSIFIER,
                                          self.params.get("runtime", spec.TRITON_CPU_RUNTIME), self.params.get("precision", "fp32"),
-                                         threads, self.out_names, arena=ort_arena())
+                                         threads, self.out_names, mem_pattern=not ort_release())
+        if ort_release():
+            RELEASER.add_idle_hook(self.sess.release)  # the arena shrinks once the model is idle (memory.py)
 
     def run(self, x):
         return self.sess({k: x[k] for k in self.spec.input_names})
@@ -298,7 +300,7 @@ class VideoAggregator(_Model):
                     T.VERDICT_LOGITS: (v.logits if v else np.full(2, np.nan)).astype(np.float32)}))
             except Exception as exc:  # noqa: BLE001
                 out.append(self._error(exc))
-        TRIMMER.request_done()  # malloc_trim soon after: the freed batch memory goes back to the OS
+        RELEASER.request_done()  # freed batch memory back to the OS soon after (memory.py)
         return out
 
 
