@@ -23,7 +23,7 @@ def _soak_module():
 def test_short_soak_no_failures_flat_memory_shared_memory_released(exported):
     pytest.importorskip("psutil")
     soak = _soak_module()
-    res = soak.run_soak(clients=4, duration=36, warmup=12, drain=60, settle=4, interval=1.0,
+    res = soak.run_soak(clients=4, duration=36, warmup=12, drain=60, settle=6, interval=1.0,
                         models=Path(exported.out_dir), progress_every=1e9)
     assert res["failures"] == 0, res["failure_examples"]
     assert res["requests"] >= 8 and min(res["requests_by_path"].values()) >= 1, res["requests_by_path"]
@@ -34,7 +34,7 @@ def test_short_soak_no_failures_flat_memory_shared_memory_released(exported):
     ready, warm_peak = mem["ready"]["models_uss_mb"], res["models_uss_warmup_peak_mb"]
     # after warm-up, the python models' private memory stays within a generous bound of the warm-up peak
     # (no runaway growth; measured on 2 cores: benchmarks/results/*/triton_soak.json)
-    assert res["models_uss_growth_after_warmup_mb"] <= max(300.0, 0.5 * warm_peak), res["timeline"]
+    assert res["models_uss_growth_after_warmup_mb"] <= max(400.0, 0.6 * warm_peak), res["timeline"]
     # and once the clients stop it goes back to about where it was when the server was ready: without the
     # fixes (onnxruntime's arena, glibc's arenas keep what the largest batches took) it stayed near its peak,
     # 3x the ready figure in a run like this one
