@@ -576,6 +576,10 @@ def main(argv=None) -> int:
     def say(msg):
         print(f"triton_soak: {msg}", file=sys.stderr, flush=True)
 
+    def on_term(_sig, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)  # SIGTERM stops as cleanly as Ctrl-C
     try:
         res = run_soak(args.clients, args.duration, args.warmup, args.drain, args.settle, args.interval, args.models,
                        tuple(sorted(without)), args.reconnect, progress=say)

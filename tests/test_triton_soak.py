@@ -25,6 +25,9 @@ def test_short_soak_no_failures_flat_memory_shared_memory_released(exported):
     soak = _soak_module()
     res = soak.run_soak(clients=4, duration=36, warmup=12, drain=60, settle=6, interval=1.0,
                         models=Path(exported.out_dir), progress_every=1e9)
+    print("soak:", {k: res[k] for k in ("requests", "failures", "latency_s", "models_uss_warmup_peak_mb",
+                                        "models_uss_growth_after_warmup_mb")},
+          {k: v["models_uss_mb"] for k, v in res["memory_mb"].items()})
     assert res["failures"] == 0, res["failure_examples"]
     assert res["requests"] >= 8 and min(res["requests_by_path"].values()) >= 1, res["requests_by_path"]
     # the memory fixes reached the python model processes (launcher environment)
