@@ -42,7 +42,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
@@ -203,11 +202,17 @@ def shm_usage() -> dict:
     return out
 
 
-def registered_regions(http_port: int) -> Optional[list]:
+def registered_regions(url: str) -> Optional[list]:
+    """Names of the system shared-memory regions registered on the server (gRPC: HTTP's API is restricted)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/systemsharedmemory/status", timeout=5) as r:
-            return [x.get("name") for x in json.loads(r.read().decode() or "[]")]
-    except (OSError, ValueError):
+        import tritonclient.grpc as grpcclient
+
+        c = grpcclient.InferenceServerClient(url=url)
+        try:
+            return sorted(r.name for r in c.get_system_shared_memory_status().regions.values())
+        finally:
+            c.close()
+    except Exception:  # noqa: BLE001 - reported as unknown
         return None
 
 
@@ -418,7 +423,7 @@ def run_soak(clients: int = 8, duration: float = 180.0, warmup: Optional[float] 
         phase["now"] = "after"
         time.sleep(settle)
         after = mem.sample("after_clients")
-        regions = registered_regions(http_port)
+        regions = registered_regions(url)
         own_after = glob.glob(f"/dev/shm/dfserve-{os.getpid()}-*")
         mem.stop()
         say("stopping the server ...")
