@@ -63,11 +63,9 @@ def _free_port() -> int:
 
 
 def pct(xs, q):
-    if not xs:
-        return None
-    xs = sorted(xs)
-    k = min(len(xs) - 1, max(0, int(round(q / 100 * (len(xs) - 1)))))
-    return round(xs[k], 3)
+    from dfserve.bench.run import percentile
+
+    return percentile(xs, q, ndigits=3)
 
 
 # ------------------------------------------------------------------------------------------ inputs

@@ -46,11 +46,9 @@ def sync(dev: str) -> None:
 
 
 def pct(values, q: float):
-    v = sorted(values)
-    if not v:
-        return None
-    k = min(len(v) - 1, max(0, int(round(q / 100 * (len(v) - 1)))))
-    return v[k]
+    from dfserve.bench.run import percentile
+
+    return percentile(values, q)
 
 
 def write_stage(args, name: str, data: dict) -> Path:

@@ -28,6 +28,15 @@ log = logging.getLogger("dfserve.bench")
 
 
 # ----------------------------------------------------------------------------------- machine info
+def percentile(values, q: float, ndigits: int | None = None):
+    """Nearest-rank percentile q (0-100) of values; None for no values; rounded to ndigits if given."""
+    v = sorted(values)
+    if not v:
+        return None
+    x = v[min(len(v) - 1, max(0, int(round(q / 100 * (len(v) - 1)))))]
+    return x if ndigits is None else round(x, ndigits)
+
+
 def machine_info() -> dict:
     cpu = platform.processor() or ""
     try:
