@@ -166,8 +166,10 @@ def _add_repo(sub) -> None:
                       description="Generate the Triton model repository: face_prep, face_detector, face_crop, "
                                   "frame_classifier, the ensemble deepfake_frames, the stateful video_aggregator "
                                   "and the whole-video model deepfake_video.")
-    b.add_argument("--flavor", choices=("cpu", "gpu"), default="cpu",
-                   help="cpu: python models + onnxruntime; gpu: TensorRT plans + python models on GPU tensors")
+    b.add_argument("--flavor", choices=spec.REPO_FLAVORS, default="cpu",
+                   help="cpu: python models + onnxruntime/OpenVINO; gpu: python models in torch on the GPU (fp16, CUDA "
+                        "graphs, GPU tensors by DLPack; any tritonserver with the python backend); gpu-tensorrt: "
+                        "TensorRT plans for the two networks + python models on GPU tensors (NVIDIA's container)")
     b.add_argument("--models", type=Path, help="folder made by `dfserve export` (model files are copied in)")
     b.add_argument("--out", type=Path, default=Path("model_repository"), help="repository folder")
     lim = b.add_argument_group("per-request limits of deepfake_video (config parameters; 0: no limit)")
@@ -199,6 +201,9 @@ def _add_serve(sub) -> None:
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--log-verbose", type=int, default=0)
+    p.add_argument("--cuda-pool-mb", type=int, default=2048, metavar="MB",
+                   help="CUDA memory pool of GPU 0 for tensors passed between the gpu flavor's models (default "
+                        "2048; used only when a model of the repository runs on the GPU)")
     p.add_argument("--http-inference", action="store_true",
                    help="allow inference over HTTP (default: HTTP inference, shared-memory, model-repository, trace "
                         "and logging requests need a random header only this launcher knows; use gRPC. tritonserver "
@@ -210,7 +215,8 @@ def _cmd_serve(args) -> int:
     from .serving.server import TritonServer
 
     srv = TritonServer(args.repo, args.grpc_port, args.http_port, args.metrics_port, host=args.host,
-                       log_verbose=args.log_verbose, http_inference=args.http_inference)
+                       log_verbose=args.log_verbose, http_inference=args.http_inference,
+                       cuda_pool_mb=args.cuda_pool_mb)
     stop = {"sig": None}
 
     def on_signal(sig, _frame):

@@ -271,15 +271,20 @@ def what_works(f: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     client = tri["client"]["installed"]
     w["repo build --flavor cpu"] = _w(client, "configs from tritonclient's model_config protobuf" if client
                                       else "needs tritonclient (pip install 'dfserve[serve]')")
-    w["repo build --flavor gpu"] = _w(client, "writes the configs (to serve them: see 'serve (gpu flavor)')" if client
-                                      else "needs tritonclient (pip install 'dfserve[serve]')")
+    for fl in ("gpu", "gpu-tensorrt"):
+        w[f"repo build --flavor {fl}"] = _w(client, f"writes the configs (to serve them: see 'serve ({fl} flavor)')"
+                                            if client else "needs tritonclient (pip install 'dfserve[serve]')")
     servers = tri["servers"]
     first = servers[0] if servers else None
     py_ok = bool(first and "python" in first["backends"] and (first["source"] == "PATH" or first.get("python_stub")))
     w["serve (cpu flavor)"] = _w(py_ok, f"tritonserver from {first['source']} with backends {first['backends']}"
                                  if first else "no tritonserver on PATH and no nvidia-pytriton wheel")
+    w["serve (gpu flavor)"] = _w(py_ok and cuda, "python-backend models with torch on the GPU: needs a CUDA torch and "
+                                 "a tritonserver with the python backend (found: "
+                                 f"{first['source'] + ' ' + str(first['backends']) if first else 'none'}; "
+                                 f"GPU: {'yes' if cuda else 'no'})")
     gpu_backends = bool(first and "tensorrt" in first["backends"] and "python" in first["backends"])
-    w["serve (gpu flavor)"] = _w(gpu_backends and cuda and trt_ok,
+    w["serve (gpu-tensorrt flavor)"] = _w(gpu_backends and cuda and trt_ok,
                                  "needs a GPU, TensorRT plans and a tritonserver with the tensorrt and python backends "
                                  f"(found: {first['source'] + ' ' + str(first['backends']) if first else 'none'}; "
                                  f"GPU: {'yes' if cuda else 'no'}; TensorRT: {'yes' if trt.get('installed') else 'no'})")

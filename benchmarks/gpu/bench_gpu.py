@@ -13,6 +13,9 @@ Stages (each writes <results>/stage-<name>.json; `summary` merges them into gpu-
   agreement  p_fake of the GPU path (fp16 and fp32) against the CPU path (onnxruntime) on the same frames
   seed       the seed reference pipeline (OpenCV, dlib HOG, eager fp32 seed model) on the same GPU and clips
   cudashm    tritonclient CUDA shared memory: create, fill from a torch CUDA tensor by DLPack, read back
+  triton     Triton serving the gpu flavor on the GPU: start-up, agreement with the CPU path, CUDA shared
+             memory, whole videos at concurrency 1/4/16/64, perf_analyzer, ratio to the embedded rate
+             (benchmarks/gpu/triton_stage.py; writes triton_gpu.png beside the JSON)
   summary    merge the stages, check the issue's targets, say what bounds a missed one
 
 `--smoke` runs the same code on tiny clips and the CPU (to check the script without a GPU).
@@ -362,6 +365,19 @@ def stage_cudashm(args) -> dict:
     return {"ok": ok, "raw_handle_type": type(raw).__name__, "raw_handle_len": len(raw), "bytes": nbytes}
 
 
+def stage_triton(args) -> dict:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import triton_stage
+
+    dev = device(args)
+    emb = (lambda: _scorer(dev, fp16=True, workers=4)[0]) if dev != "cpu" else None
+    out = triton_stage.stage_triton(args, clips(args), models_dir(args), emb)
+    out["machine"] = platform.node()
+    if triton_stage.plot(out, Path(args.results) / "triton_gpu.png"):
+        out["plot"] = "triton_gpu.png"
+    return out
+
+
 def stage_summary(args) -> dict:
     res = Path(args.results)
     stages = {}
@@ -388,6 +404,13 @@ def stage_summary(args) -> dict:
     s["bounds"] = bounds
     known = {k: v for k, v in bounds.items() if v}
     s["bound_by"] = min(known, key=known.get) if known else None
+    tri = stages.get("triton", {})
+    if tri.get("triton_gpu_e2e_frames_per_s"):
+        s["checks"]["triton_gpu_e2e_frames_per_s"] = tri["triton_gpu_e2e_frames_per_s"]
+        s["checks"]["triton_ratio_to_embedded"] = tri.get("ratio_to_embedded")
+    agree = stages.get("agreement", {})
+    if "max_abs_diff_fp32" in agree:
+        s["checks"]["fp32_max_abs_diff_video"] = agree["max_abs_diff_fp32"]
     seed = stages.get("seed", {}).get("frames_per_s")
     if seed and fps:
         s["speedup_vs_seed_frames_per_s"] = round(fps / seed, 1)
@@ -443,7 +466,8 @@ def markdown(s: dict) -> str:
 
 
 STAGES = {"prepare": stage_prepare, "decode": stage_decode, "models": stage_models, "e2e": stage_e2e,
-          "agreement": stage_agreement, "seed": stage_seed, "cudashm": stage_cudashm, "summary": stage_summary}
+          "agreement": stage_agreement, "seed": stage_seed, "cudashm": stage_cudashm, "triton": stage_triton,
+          "summary": stage_summary}
 
 
 def main(argv=None) -> int:

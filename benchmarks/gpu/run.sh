@@ -3,7 +3,7 @@
 # models from seeded weights, run the `gpu` tests, then the GPU benchmark; results go to
 # benchmarks/results/<device>/.
 #
-#   bash benchmarks/gpu/run.sh step1|step2|all   (or --step N)   [--dry-run] [--results DIR] [--clips N]
+#   bash benchmarks/gpu/run.sh step1|step2|prep|triton|all   (or --step N)   [--dry-run] [--results DIR] [--clips N]
 #
 # Written for a bare GPU machine that holds only the repository and cannot reach any package index
 # (Python 3.12, torch CUDA, onnx, onnxruntime, numpy 2, opencv, scikit-image, pytest preinstalled):
@@ -19,6 +19,14 @@
 #   step2  (carry .whl/step2: dlib-bin, tritonclient, python-rapidjson, ~6 MiB)
 #          pytest -m gpu, the seed reference pipeline on the same GPU, tritonclient CUDA shared
 #          memory, summary (gpu-results.json / .md) and results.tar.gz                 (~3-5 min)
+#   prep   (carry .whl/step1)  install, models + clips, p_fake agreement with the CPU path (fp16; fp32 with
+#          TF32 off): what the triton step needs, in ~2 minutes                              (~1-2 min)
+#   triton (carry .whl/tpack: triton-pack.tar.xz, ~42 MiB: tritonserver 2.51 + python backend from the
+#          nvidia-pytriton wheel (only the libraries it links), tritonclient 2.51 with perf_analyzer,
+#          numpy 1.26 for the python models only; benchmarks/gpu/fetch_wheels.sh --triton-pack makes it)
+#          right after prep (same warm machine): the gpu flavor served by a real tritonserver on the GPU,
+#          agreement, CUDA shared memory, whole videos at concurrency 1/4/16/64, perf_analyzer, the gpu
+#          tests of tests/test_triton_gpu.py                                                 (~3-5 min)
 # --dry-run prints the install plan, the commands and the result layout, and runs nothing (works on CPU).
 # Where $OUT is set (the device tool), each step also copies its result files there (at most 8).
 set -uo pipefail
@@ -36,7 +44,7 @@ CLIPS=4
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    step1|step2|all) STEP="$1" ;;
+    step1|step2|prep|triton|all) STEP="$1" ;;
     --step) shift; STEP="step${1:-}" ;;
     --step=*) STEP="step${1#--step=}" ;;
     --dry-run) DRY=1 ;;
@@ -48,8 +56,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 case "$STEP" in
-  step1|step2|all) ;;
-  *) echo "run.sh: say which step: step1, step2 or all (or --step 1|2); got '${STEP}'" >&2; usage >&2; exit 2 ;;
+  step1|step2|prep|triton|all) ;;
+  *) echo "run.sh: say which step: step1, step2, prep, triton or all (or --step 1|2); got '${STEP}'" >&2; usage >&2; exit 2 ;;
 esac
 
 export PYTHONPATH="$REPO:$SITE${PYTHONPATH:+:$PYTHONPATH}"
@@ -147,6 +155,43 @@ step2() {
   copy_out pytest-gpu.log stage-seed.json stage-cudashm.json gpu-results.json gpu-results.md results.tar.gz
 }
 
+prep() {
+  echo "== prep: install, models + clips, agreement with the CPU path"
+  install_step step1
+  run mkdir -p "$RESULTS"
+  run timeout 200 "${BENCH[@]}" prepare
+  run timeout 120 "${BENCH[@]}" agreement
+  copy_out stage-prepare.json stage-agreement.json
+}
+
+TSITE="$REPO/.cache/gpu-triton"
+triton() {
+  echo "== triton: the gpu flavor on a real tritonserver on this GPU"
+  if [ "$DRY" = 0 ] && [ ! -f "$WORK/clips.json" ]; then
+    echo "!! no models/clips under ${WORK#$REPO/}: run the prep step first on this machine (carry .whl/step1)" >&2
+    prep
+  fi
+  local pack="$WHL/tpack/triton-pack.tar.xz"
+  if [ -f "$pack" ]; then
+    run mkdir -p "$TSITE"
+    run tar -xJf "$pack" -C "$TSITE"
+  elif [ ! -d "$TSITE/site" ]; then
+    echo "!! no $pack (benchmarks/gpu/fetch_wheels.sh --triton-pack; carry .whl/tpack)" >&2; STATUS=1
+  fi
+  export PYTHONPATH="$PYTHONPATH:$TSITE/site"
+  export PATH="$TSITE/bin:$PATH"
+  export DFSERVE_TRITON_PYTHONPATH="$TSITE/np1"  # numpy<2 for the python backend's models only
+  run mkdir -p "$RESULTS"
+  run timeout 330 "${BENCH[@]}" triton
+  say "timeout 150 $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_triton_gpu.py > ${RESULTS#$REPO/}/pytest-triton-gpu.log"
+  if [ "$DRY" = 0 ]; then
+    timeout 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/test_triton_gpu.py > "$RESULTS/pytest-triton-gpu.log" 2>&1 || STATUS=1
+    tail -n 15 "$RESULTS/pytest-triton-gpu.log"
+  fi
+  run timeout 60 "${BENCH[@]}" summary
+  copy_out stage-triton.json triton_gpu.png pytest-triton-gpu.log gpu-results.json gpu-results.md
+}
+
 if [ "$DRY" = 1 ]; then
   echo "dfserve GPU run, DRY RUN (nothing is installed or run)"
   echo "repository: $REPO"
@@ -157,7 +202,9 @@ fi
 case "$STEP" in
   step1) step1 ;;
   step2) step2 ;;
-  all) step1; step2 ;;
+  prep) prep ;;
+  triton) triton ;;
+  all) step1; step2; triton ;;
 esac
 if [ "$DRY" = 1 ]; then
   cat <<EOF
@@ -171,7 +218,10 @@ result layout: ${RESULTS#$REPO/}/
   stage-agreement.json    p_fake vs the CPU path (onnxruntime)                            (step1)
   stage-seed.json         the seed reference pipeline on the same GPU                     (step2)
   stage-cudashm.json      tritonclient CUDA shared memory round trip                      (step2)
-  gpu-results.json/.md    summary: targets, what bounds a missed one                      (step2)
+  stage-triton.json       Triton gpu flavor: start-up, agreement, CUDA shm, concurrency sweep, perf_analyzer (triton)
+  triton_gpu.png          its throughput and latency against concurrency                  (triton)
+  pytest-triton-gpu.log   tests/test_triton_gpu.py on the GPU                              (triton)
+  gpu-results.json/.md    summary: targets, what bounds a missed one                      (step2, triton)
   results.tar.gz          all of the above                                                (step2)
 EOF
 fi

@@ -14,14 +14,16 @@ def model_id_from_metadata(meta: dict) -> str:
     return w.get("sha256") or f"UNTRAINED-random-seed-{w.get('random_seed')}"
 
 
-def read_metadata(models_dir: Path) -> dict:
-    missing = [n for n in (spec.CLASSIFIER_ONNX, spec.DETECTOR_ONNX, spec.METADATA_JSON)
-               if not (models_dir / n).is_file()]
+def read_metadata(models_dir: Path, need_onnx: bool = True) -> dict:
+    """The export's metadata; with `need_onnx` the folder must hold both ONNX files too (the torch runtime
+    and the gpu flavor's torch models need only the metadata: weights come from the checkpoint or seed)."""
+    need = (spec.CLASSIFIER_ONNX, spec.DETECTOR_ONNX, spec.METADATA_JSON) if need_onnx else (spec.METADATA_JSON,)
+    missing = [n for n in need if not (Path(models_dir) / n).is_file()]
     if missing:
         raise ModelFilesError(f"{models_dir}: missing {', '.join(missing)}; create them with "
                               f"`dfserve export --checkpoint CKPT --out {models_dir}`")
     try:
-        meta = json.loads((models_dir / spec.METADATA_JSON).read_text())
+        meta = json.loads((Path(models_dir) / spec.METADATA_JSON).read_text())
     except ValueError as exc:
         raise ModelFilesError(f"{models_dir / spec.METADATA_JSON}: not valid JSON ({exc})") from exc
     if str(meta.get("spec_version")) != spec.SPEC_VERSION:

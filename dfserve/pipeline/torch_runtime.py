@@ -26,7 +26,10 @@ class TorchRuntime:
     tensors = True  # works on torch tensors on self.device: the engine keeps frames there
 
     def __init__(self, seed_model, device: str = "cuda", fp16: Optional[bool] = None,
-                 cuda_graph_batches: Sequence[int] = (8, 16, 32), model_id: str = "unknown"):
+                 cuda_graph_batches: Sequence[int] = (8, 16, 32), model_id: str = "unknown",
+                 networks: Sequence[str] = ("detector", "classifier")):
+        """`networks`: which of the two to build (a Triton model instance serves one of them; `seed_model` may
+        then be None for a detector alone)."""
         torch = require("torch", extra="export")
         from ..nets.retinaface import FaceDetector, load_from_onnx
         from ..nets.seed_model import FrameClassifier
@@ -39,18 +42,22 @@ class TorchRuntime:
         self.fp16 = self.cuda if fp16 is None else fp16
         self.dtype = torch.float16 if self.fp16 else torch.float32
         self.model_id = model_id
-        cls = FrameClassifier(seed_model).eval().to(self.device, self.dtype)
-        det = FaceDetector(load_from_onnx()).eval().to(self.device, self.dtype)
+        cls = FrameClassifier(seed_model).eval().to(self.device, self.dtype) if "classifier" in networks else None
+        det = FaceDetector(load_from_onnx()).eval().to(self.device, self.dtype) if "detector" in networks else None
         if self.cuda:
-            cls = cls.to(memory_format=torch.channels_last)
-            det = det.to(memory_format=torch.channels_last)
+            cls = cls.to(memory_format=torch.channels_last) if cls is not None else None
+            det = det.to(memory_format=torch.channels_last) if det is not None else None
         self.cls, self.det = cls, det
         self._graphs: Dict[int, tuple] = {}
         self._graph_lock = threading.Lock()  # replay writes shared static buffers
         self._priors: Dict[tuple, object] = {}
+        if self.cuda and not self.fp16:
+            # exact mode: fp32 means fp32 (TF32 would round the convolutions' and matmuls' inputs to 10 bits)
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # fixed shapes per batch size: let cuDNN pick kernels
-            for b in cuda_graph_batches:
+            for b in (cuda_graph_batches if cls is not None else ()):
                 self._capture(b)
 
     # ------------------------------------------------------------------------------ CUDA graphs
@@ -118,15 +125,16 @@ class TorchRuntime:
     def classify(self, faces: np.ndarray) -> np.ndarray:
         return self.classify_tensor(self.torch.from_numpy(faces)).cpu().numpy()
 
-    def detect_tensor(self, images):
-        """images: [B,3,h,w] float BGR 0..255 on the device -> (loc [B,A,4], scores [B,A]) float32."""
+    def detect_tensor(self, images, landmarks: bool = False):
+        """images: [B,3,h,w] float BGR 0..255 on the device -> (loc [B,A,4], scores [B,A]) float32
+        (and landmarks [B,A,10] when asked)."""
         torch = self.torch
         images = images.to(self.device, self.dtype)
         if self.cuda:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            loc, scores, _ = self.det(images)
-        return loc.float(), scores.float()
+            loc, scores, lm = self.det(images)
+        return (loc.float(), scores.float(), lm.float()) if landmarks else (loc.float(), scores.float())
 
     def detect(self, images: np.ndarray):
         loc, scores = self.detect_tensor(self.torch.from_numpy(images))

@@ -37,11 +37,12 @@ def perf_analyzer_binary() -> Path:
 
 
 def _lib_dir(work: Path) -> Optional[Path]:
-    try:
-        import pytriton
-    except ImportError:
+    import importlib.util
+
+    found = importlib.util.find_spec("pytriton")  # located, not imported (see server._pytriton_install)
+    if found is None or not found.submodule_search_locations:
         return None
-    libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
+    libs = Path(list(found.submodule_search_locations)[0]).parent / "nvidia_pytriton.libs"
     out = work / "lib"
     out.mkdir(parents=True, exist_ok=True)
     for pattern, name in (("libb64-*.so.0d", "libb64.so.0d"), ("libcudart-*.so.12*", "libcudart.so.12")):

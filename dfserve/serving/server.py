@@ -42,6 +42,15 @@ log = logging.getLogger(__name__)
 # HTTP APIs that need the launcher's header (tritonserver --http-restricted-api=<apis>:<key>=<value>)
 RESTRICTED_HTTP_APIS = ("inference", "shared-memory", "model-repository", "trace", "logging")
 HTTP_KEY_HEADER = "dfserve-launcher-key"
+# Folders put first on the PYTHONPATH of tritonserver and its python models only: the python backend of
+# tritonserver 2.51 needs numpy<2 (with numpy 2 its outputs come back empty), which a GPU machine's own
+# python (numpy 2) can get this way without changing the launcher's or the client's numpy.
+MODELS_PYTHONPATH_ENV = "DFSERVE_TRITON_PYTHONPATH"
+
+
+def repo_uses_gpu(repo: Path) -> bool:
+    """Whether any model of a repository runs on the GPU (a gpu flavor: KIND_GPU instance groups)."""
+    return any("KIND_GPU" in p.read_text(errors="replace") for p in Path(repo).glob("*/config.pbtxt"))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -59,14 +68,18 @@ class TritonInstall:
 
 
 def _pytriton_install(work: Path) -> TritonInstall:
-    try:
-        import pytriton
-    except ImportError as exc:
+    import importlib.util
+
+    # located, not imported: the binary is all that is used, and pytriton's own package imports its client
+    # stack (zmq, wrapt, ...), which a machine that only serves need not have
+    found = importlib.util.find_spec("pytriton")
+    if found is None or not found.submodule_search_locations:
         raise MissingDependencyError("no tritonserver on PATH and the 'nvidia-pytriton' wheel is not installed; "
-                                     "install it with: pip install 'dfserve[serve]'") from exc
-    root = Path(pytriton.__file__).parent / "tritonserver"
+                                     "install it with: pip install 'dfserve[serve]'")
+    pkg = Path(list(found.submodule_search_locations)[0])
+    root = pkg / "tritonserver"
     binary = root / "bin" / "tritonserver"
-    libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
+    libs = pkg.parent / "nvidia_pytriton.libs"
     pyver = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = root / "python_backend_stubs" / pyver / "triton_python_backend_stub"
     if not binary.is_file() or not stub.is_file():
@@ -95,8 +108,10 @@ class TritonServer:
 
     def __init__(self, repo: str | Path, grpc_port: int = 0, http_port: int = 0, metrics_port: int = 0,
                  host: str = "127.0.0.1", log_verbose: int = 0, extra_args: Optional[List[str]] = None,
-                 startup_timeout: float = 120.0, shm_sweep_s: float = 5.0, http_inference: bool = False):
+                 startup_timeout: float = 120.0, shm_sweep_s: float = 5.0, http_inference: bool = False,
+                 cuda_pool_mb: int = 2048):
         self.repo = Path(repo).resolve()
+        self.cuda_pool_mb = cuda_pool_mb
         self.http_inference = http_inference
         self._http_key = secrets.token_urlsafe(32)  # this start's value of HTTP_KEY_HEADER
         self.shm_sweep_s = shm_sweep_s
@@ -152,6 +167,10 @@ class TritonServer:
                f"--http-restricted-api={','.join(self.restricted_http_apis)}:{HTTP_KEY_HEADER}={self._http_key}"]
         if inst.backend_dir is not None:
             cmd.append(f"--backend-directory={inst.backend_dir}")
+        if self.cuda_pool_mb and repo_uses_gpu(self.repo) and not any("cuda-memory-pool" in a for a in self.extra_args):
+            # GPU tensors between the python models (DLPack) live in this pool: 1080p chunks need far more than
+            # Triton's 64 MB default
+            cmd.append(f"--cuda-memory-pool-byte-size=0:{self.cuda_pool_mb << 20}")
         return cmd + self.extra_args
 
     def start(self) -> "TritonServer":
@@ -159,6 +178,9 @@ class TritonServer:
             raise ServerError(f"model repository {self.repo} does not exist; create it with `dfserve repo build`")
         inst = find_triton(self._work)
         env = {**os.environ, **inst.env}
+        models_path = os.environ.get(MODELS_PYTHONPATH_ENV)
+        if models_path:  # folders first on the python models' path only (e.g. numpy<2 where the launcher has 2)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (models_path, env.get("PYTHONPATH", "")) if p)
         env.setdefault("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX)  # tritonserver and its python models (memory.py)
         self._shm_before = set(glob.glob("/dev/shm/triton_python_backend_shm_region_*"))
         cmd = self.command(inst)

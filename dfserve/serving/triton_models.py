@@ -183,10 +183,16 @@ class FacePrep(_Model):
         return {T.IMAGES: images, T.SCALE: np.full((images.shape[0], 1), scale, np.float32)}
 
 
-class OnnxModel(_Model):
-    """A python-backend model that runs the ONNX file of its version folder in onnxruntime (cpu flavor)."""
+class NetworkModel(_Model):
+    """A network as a python-backend model: the ONNX file of its version folder in onnxruntime / OpenVINO
+    (cpu flavor), or the network in torch on this instance's GPU (gpu flavor: fp16, channels_last, CUDA
+    graphs for the classifier; inputs and outputs stay on the GPU, passed by DLPack)."""
+
+    network = ""  # "detector" | "classifier"
 
     def setup(self):
+        if self.cuda:
+            return self._setup_torch()
         from ..pipeline.runtime_choice import make_network_session  # runtime + precision from the config
 
         threads = int(self.params.get("threads", "0")) or None
@@ -197,16 +203,46 @@ class OnnxModel(_Model):
         if ort_release():
             RELEASER.add_idle_hook(self.sess.release)  # the arena shrinks once the model is idle (memory.py)
 
+    def _setup_torch(self):
+        from ..models import load_torch_runtime, model_id_from_metadata, read_metadata
+        from .repo import SEED_CHECKPOINT
+
+        if self.params.get("runtime", "torch") != "torch":
+            raise ValueError(f"{self.spec.name}: runtime {self.params.get('runtime')!r} on the GPU; the python "
+                             "model runs torch (TensorRT engines are the gpu-tensorrt flavor's tensorrt_plan models)")
+        ckpt = self.version_dir / SEED_CHECKPOINT
+        graphs = [b for b in (8, 16, 32, 64, 128, 256) if b <= self.spec.max_batch_size]
+        self.rt = load_torch_runtime(self.version_dir, ckpt if ckpt.is_file() else None, str(self.device),
+                                     model_id_from_metadata(read_metadata(self.version_dir, need_onnx=False)),
+                                     fp16=self.params.get("precision", "fp16") == "fp16", networks=(self.network,),
+                                     cuda_graph_batches=graphs)
+        log.info("%s: torch on %s (%s)", self.spec.name, self.device, "fp16" if self.rt.fp16 else "fp32")
+
     def run(self, x):
+        if self.cuda:
+            return self.run_torch(x)
         return self.sess({k: x[k] for k in self.spec.input_names})
 
+    def run_torch(self, x):
+        raise NotImplementedError
 
-class FaceDetector(OnnxModel):
+
+
+class FaceDetector(NetworkModel):
     spec = spec.FACE_DETECTOR
+    network = "detector"
+
+    def run_torch(self, x):
+        loc, scores, lm = self.rt.detect_tensor(x[T.IMAGES], landmarks=True)
+        return {T.LOC: loc, T.SCORES: scores, T.LANDMARKS: lm}
 
 
-class FrameClassifier(OnnxModel):
+class FrameClassifier(NetworkModel):
     spec = spec.FRAME_CLASSIFIER
+    network = "classifier"
+
+    def run_torch(self, x):
+        return {T.LOGITS: self.rt.classify_tensor(x[T.FACES])}
 
 
 class FaceCrop(_Model):
