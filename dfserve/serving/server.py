@@ -159,6 +159,34 @@ class TritonServer:
             link.symlink_to(self.repo, target_is_directory=True)
         return link
 
+    def _python_with_path(self, pythonpath: str) -> Path:
+        """The bin folder of a small virtual environment whose python sees `pythonpath` first.
+
+        The python backend's stub runs an embedded interpreter that ignores the environment (PYTHONPATH
+        included) and takes its `sys.executable` from the `python3` on PATH; `site` then reads that
+        executable's pyvenv.cfg. So the launcher's extra folders reach the python models through a venv
+        (system site-packages on) whose one .pth file adds them, then this interpreter's own site-packages
+        (with their .pth files, editable installs included). Seen on a GPU machine whose models' packages
+        were carried into a folder ('No module named av' with PYTHONPATH set)."""
+        import site
+
+        env_dir = self._work / "models-venv"
+        ver = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        bin_dir = env_dir / "bin"
+        sp = env_dir / "lib" / ver / "site-packages"
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        sp.mkdir(parents=True, exist_ok=True)
+        real = Path(sys.executable).resolve()
+        (env_dir / "pyvenv.cfg").write_text(f"home = {real.parent}\ninclude-system-site-packages = true\n"
+                                            f"version = {sys.version.split()[0]}\n")
+        for name in ("python3", ver, "python"):
+            link = bin_dir / name
+            if not link.exists():
+                link.symlink_to(real)
+        dirs = [p for p in pythonpath.split(os.pathsep) if p] + list(site.getsitepackages())
+        (sp / "dfserve-models-path.pth").write_text(f"import site; list(map(site.addsitedir, {dirs!r}))\n")
+        return bin_dir
+
     def command(self, inst: TritonInstall) -> List[str]:
         cmd = [str(inst.binary), f"--model-repository={self._repo_path()}", f"--grpc-port={self.grpc_port}",
                f"--http-port={self.http_port}", f"--metrics-port={self.metrics_port}",
@@ -181,6 +209,8 @@ class TritonServer:
         models_path = os.environ.get(MODELS_PYTHONPATH_ENV)
         if models_path:  # folders first on the python models' path only (e.g. numpy<2 where the launcher has 2)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (models_path, env.get("PYTHONPATH", "")) if p)
+        if env.get("PYTHONPATH") and inst.backend_dir is not None:
+            env["PATH"] = os.pathsep.join([str(self._python_with_path(env["PYTHONPATH"])), env["PATH"]])
         env.setdefault("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX)  # tritonserver and its python models (memory.py)
         self._shm_before = set(glob.glob("/dev/shm/triton_python_backend_shm_region_*"))
         cmd = self.command(inst)
