@@ -1,14 +1,16 @@
 """The seed's preprocessing contract, exactly as its apps and training did it (see DESIGN.md).
 
-Frames are BGR (OpenCV decode); a face crop is resized to 112x112 with PIL's antialiased bilinear
-filter, scaled to 0..1 and normalised with the ImageNet RGB statistics applied to the BGR channels.
-Every runtime's preprocessing is tested against these functions.
+Frames are BGR (OpenCV decode); a face crop is resized to 112x112 with the seed-era Pillow's
+antialiased bilinear filter (`dfserve.resize`: horizontal pass first, 22-bit fixed point; bit-exact,
+whatever Pillow is installed), scaled to 0..1 and normalised with the ImageNet RGB statistics applied
+to the BGR channels. Every runtime's preprocessing is tested against these functions.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import spec
+from .resize import resize_uint8
 
 
 def normalize_faces(crops_bgr_uint8: np.ndarray) -> np.ndarray:
@@ -20,7 +22,6 @@ def normalize_faces(crops_bgr_uint8: np.ndarray) -> np.ndarray:
 
 
 def resize_bgr(img: np.ndarray, size: int = spec.FACE_SIZE) -> np.ndarray:
-    """PIL bilinear (antialiased) resize to size x size, as the seed's transforms.Resize did."""
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((size, size), Image.BILINEAR))
+    """uint8 [H,W,3] -> [size,size,3]: the seed's transforms.Resize on a PIL image, as the seed's Pillow
+    computed it (dfserve.resize; no Pillow call)."""
+    return resize_uint8(img, size)

@@ -58,3 +58,7 @@ class RequestLimitError(DfserveError):
 
     def __init__(self, message: str):
         super().__init__(cut(str(message)))
+
+
+class ImageShapeError(DfserveError, ValueError):
+    """An image or crop handed to the face resize has an unusable shape or dtype."""

@@ -20,6 +20,13 @@ HEADS = ("mean", "last")
 DEFAULT_HEAD = "mean"
 
 FACE_SIZE = 112  # frames are resized to FACE_SIZE x FACE_SIZE
+# The face resize (dfserve.resize): the seed-era Pillow's 8-bit antialiased bilinear, horizontal pass first,
+# weights in fixed point with RESIZE_PRECISION_BITS fractional bits (Pillow's 32 - 8 - 2), rounded by adding
+# half of one unit (1 << 21) before the shift, an 8-bit image between the two passes.
+RESIZE_FILTER = "bilinear"
+RESIZE_FILTER_SUPPORT = 1.0  # the bilinear (triangle) filter's support, scaled by in/out when shrinking
+RESIZE_PRECISION_BITS = 22
+RESIZE_PASS_ORDER = ("horizontal", "vertical")  # Pillow <= 12 always; Pillow 13 sometimes vertical first
 CHANNEL_ORDER = "BGR"  # OpenCV decode: BGR pixels normalised with the ImageNet RGB statistics
 NORM_MEAN = (0.485, 0.456, 0.406)
 NORM_STD = (0.229, 0.224, 0.225)

@@ -33,7 +33,10 @@ def test_seed_pipeline_runs_the_seed_forward(seed_model, videos):
     crops = []
     for f in frames:
         top, right, bottom, left = locate(f)[0]
-        crops.append(np.asarray(Image.fromarray(f[top:bottom, left:right]).resize((112, 112), Image.BILINEAR)))
+        # the seed's Pillow (<= 12): the horizontal pass, then the vertical one, on an 8-bit image; each one-axis
+        # resize is exactly one of those passes in any Pillow (13 may run them the other way round in one call)
+        face = Image.fromarray(np.ascontiguousarray(f[top:bottom, left:right]))
+        crops.append(np.asarray(face.resize((112, face.height), Image.BILINEAR).resize((112, 112), Image.BILINEAR)))
     x = torch.from_numpy(np.stack(crops)).float().div(255).permute(0, 3, 1, 2)
     x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():

@@ -33,9 +33,9 @@ def test_torch_scorer_agrees_with_onnxruntime(device, seed_model, ort_runtime, v
         assert (w["error"] or {}).get("type") == (g["error"] or {}).get("type")
         assert w["frames_scored"] == g["frames_scored"]
         if w["p_fake"] is not None:
-            # torch's resize matches PIL's within one grey level (test below), but the seeded random
-            # weights are chaotic: +-1 grey level on 2 % of a crop's pixels moves their p_fake by ~0.09.
-            # So the video verdicts are compared loosely here; the parts are compared tightly below.
+            # the crops are bit-exact for equal boxes (test below), but the torch detector's boxes differ from
+            # onnxruntime's by up to ~2 px, and the seeded random weights are chaotic: a 1 px shift of a crop
+            # moves its p_fake by ~0.1. So the video verdicts are compared loosely here; the parts tightly below.
             # (The bar for fp16 on the GPU, 1e-2, needs trained weights and a GPU to check.)
             assert abs(w["p_fake"] - g["p_fake"]) < 0.1
             for a, b in zip(w["timeline"], g["timeline"]):
@@ -47,7 +47,7 @@ def test_torch_scorer_agrees_with_onnxruntime(device, seed_model, ort_runtime, v
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_crop_resize_matches_pil_within_one_grey_level(device):
+def test_crop_resize_gives_the_cpu_paths_bytes(device):
     import torch
 
     from dfserve.pipeline.faces import classifier_input, crop_faces
@@ -58,8 +58,7 @@ def test_crop_resize_matches_pil_within_one_grey_level(device):
     boxes = [np.array([10.2, 20.7, 60.1, 80.4]), None, np.array([100.0, 30.0, 400.0, 290.0])]
     want = classifier_input(crop_faces(list(frames), boxes))
     got = crop_resize(torch.from_numpy(frames).to(device), boxes).cpu().numpy()
-    grey = np.abs(want - got) * 255 * np.array([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
-    assert grey.max() < 1.01 and grey.mean() < 0.05
+    assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
 
 
 @pytest.mark.parametrize("device", DEVICES)

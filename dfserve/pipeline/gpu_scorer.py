@@ -148,11 +148,15 @@ def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
 
 
 def iter_frames_uploaded(path, policy, info, stats, chunk=16, device="cuda"):
-    """PyAV decode, one host-to-device copy per chunk."""
+    """PyAV decode, one host-to-device copy per chunk (per run of one frame size, where the size changes
+    mid-chunk: a batch tensor holds one size)."""
     import torch
 
+    from .chunk import same_size_runs
+
     for idx, frames in iter_frames(path, policy, info, stats, chunk):
-        yield idx, torch.from_numpy(np.stack(frames)).to(device, non_blocking=True)
+        for run_idx, run in same_size_runs(idx, frames):
+            yield run_idx, torch.from_numpy(np.stack(run)).to(device, non_blocking=True)
 
 
 class TorchScorer(Scorer):

@@ -205,61 +205,18 @@ def crop_boxes(boxes: Sequence[Optional[np.ndarray]], height: int, width: int, m
     return out
 
 
-def _aa_weights(torch, in_len, out_size: int, max_in: int):
-    """Antialiased-bilinear resampling matrices [N, out_size, max_in] for N inputs of lengths `in_len`
-    (columns past an input's length are zero): the weights torch's `interpolate(antialias=True)` and
-    PIL's bilinear filter use (support = scale when shrinking, 1 when enlarging; normalised)."""
-    L = in_len.to(torch.float64).view(-1, 1, 1)
-    scale = L / out_size
-    support = torch.where(scale >= 1.0, scale, torch.ones_like(scale))
-    invscale = torch.where(scale >= 1.0, 1.0 / scale, torch.ones_like(scale))
-    center = scale * (torch.arange(out_size, device=L.device, dtype=torch.float64).view(1, -1, 1) + 0.5)
-    xmin = torch.clamp(torch.trunc(center - support + 0.5), min=0)
-    xmax = torch.minimum(torch.trunc(center + support + 0.5), L)
-    j = torch.arange(max_in, device=L.device, dtype=torch.float64).view(1, 1, -1)
-    w = torch.clamp(1.0 - ((j - center + 0.5) * invscale).abs(), min=0.0)
-    w = w * ((j >= xmin) & (j < xmax))
-    total = w.sum(-1, keepdim=True)
-    return (w / torch.where(total == 0, torch.ones_like(total), total)).to(torch.float32)
-
-
-def _resize_crops(torch, frames, fidx, tblr: np.ndarray, size: int):
-    """Crops of different sizes from uint8 frames [N,H,W,3] -> float [n,3,size,size] 0..255, all in a
-    few batched ops: one gather of the crops (padded to the largest), the separable resampling as two
-    batched matrix products with 8-bit rounding after each pass, PIL's pass order chosen per crop."""
-    dev = frames.device
-    t = torch.from_numpy(tblr).to(dev)
-    h, w = t[:, 1] - t[:, 0], t[:, 3] - t[:, 2]
-    hm, wm = int((tblr[:, 1] - tblr[:, 0]).max()), int((tblr[:, 3] - tblr[:, 2]).max())
-    rows = torch.clamp(t[:, :1] + torch.arange(hm, device=dev).view(1, -1), max=frames.shape[1] - 1)
-    cols = torch.clamp(t[:, 2:3] + torch.arange(wm, device=dev).view(1, -1), max=frames.shape[2] - 1)
-    crops = frames[fidx.view(-1, 1, 1), rows.view(-1, hm, 1), cols.view(-1, 1, wm)]  # [n,hm,wm,3] uint8
-    x = crops.permute(0, 3, 1, 2).float()  # [n,3,hm,wm]
-    wy = _aa_weights(torch, h, size, hm).unsqueeze(1)  # [n,1,size,hm]
-    wxt = _aa_weights(torch, w, size, wm).transpose(1, 2).unsqueeze(1)  # [n,1,wm,size]
-
-    def q(v):
-        return v.round_().clamp_(0, 255)
-
-    vertical_first = q(torch.matmul(q(torch.matmul(wy, x)), wxt))
-    horizontal_first = q(torch.matmul(wy, q(torch.matmul(x, wxt))))
-    # Pillow runs the vertical pass first when it shrinks more vertically (and does shrink)
-    sy, sx = h.double() / size, w.double() / size
-    vfirst = ((sy > 1.0) & (sy > sx)).view(-1, 1, 1, 1)
-    return torch.where(vfirst, vertical_first, horizontal_first)
-
-
 def crop_resize(frames, boxes: Sequence[Optional[np.ndarray]], margin: float = 0.0, index=None, dtype=None):
     """Crop each face (whole frame where None), resize to 112x112 and normalise, on the frames' device.
 
     frames: uint8 BGR [N,H,W,3] tensor; box k is cut from frame `index[k]` (default: frame k).
-    Antialiased bilinear in PIL's manner (two passes, 8-bit rounding); ImageNet statistics; BGR.
-    The whole batch is done in a handful of tensor operations (no per-face Python or kernels):
-    whole frames share one batched `interpolate`, faces one gather and two batched matmuls.
-    Returns [B,3,112,112] in `dtype` (float32 by default).
+    The resize is `dfserve.resize.resize_crops_torch`, bit-exact to the CPU path's `resize_uint8` (the
+    seed's Pillow); faces go through one batched resample, whole frames through another. The
+    normalisation repeats `contract.normalize_faces` operation for operation in float32, so the
+    classifier gets the same bytes as on the CPU path. Returns [B,3,112,112] in `dtype` (float32 by default).
     """
     import torch
-    import torch.nn.functional as F
+
+    from ..resize import resize_crops_torch
 
     dev = frames.device
     n = len(boxes)
@@ -273,18 +230,25 @@ def crop_resize(frames, boxes: Sequence[Optional[np.ndarray]], margin: float = 0
         fidx = torch.as_tensor(index, dtype=torch.long).to(dev)
     tblr = crop_boxes(boxes, H, W, margin)
     whole = (tblr[:, 0] == 0) & (tblr[:, 1] == H) & (tblr[:, 2] == 0) & (tblr[:, 3] == W)
-    out = torch.empty(n, 3, size, size, device=dev)
-    if whole.any():
-        k = torch.from_numpy(np.nonzero(whole)[0]).to(dev)
-        x = frames.index_select(0, fidx.index_select(0, k)).permute(0, 3, 1, 2).float()
-        out.index_copy_(0, k, _pil_like_resize(F, x, size))
-    if not whole.all():
-        k = torch.from_numpy(np.nonzero(~whole)[0]).to(dev)
-        out.index_copy_(0, k, _resize_crops(torch, frames, fidx.index_select(0, k), tblr[~whole], size))
-    mean = torch.tensor(spec.NORM_MEAN, device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(spec.NORM_STD, device=dev).view(1, 3, 1, 1)
-    res = (out / 255.0 - mean) / std
+    crops = torch.empty(n, size, size, frames.shape[3], dtype=torch.uint8, device=dev)
+    for part in (whole, ~whole):  # whole frames and faces apart: padding faces to frame size would be waste
+        if part.any():
+            k = torch.from_numpy(np.nonzero(part)[0]).to(dev)
+            crops.index_copy_(0, k, resize_crops_torch(frames, fidx.index_select(0, k), tblr[part], size))
+    res = normalize_faces_torch(crops)
     return res if dtype is None else res.to(dtype)
+
+
+def normalize_faces_torch(crops):
+    """uint8 [N,112,112,3] BGR tensor -> float32 [N,3,112,112]: `contract.normalize_faces`, the same float32
+    operations in the same order (x * float32(1/255), - mean, / std), so the same bytes on any device."""
+    import torch
+
+    dev = crops.device
+    x = crops.to(torch.float32) * torch.tensor(np.float32(1.0 / 255.0), device=dev)
+    x = x - torch.tensor(np.asarray(spec.NORM_MEAN, np.float32), device=dev)
+    x = x / torch.tensor(np.asarray(spec.NORM_STD, np.float32), device=dev)
+    return x.permute(0, 3, 1, 2).contiguous()
 
 
 def detector_candidates(loc, scores, priors, height: int, width: int, threshold: float):
@@ -332,16 +296,3 @@ def require_cuda_error():
 
     return MissingDependencyError("--device cuda needs an NVIDIA GPU and a CUDA build of torch; "
                                   "torch.cuda.is_available() is False on this machine")
-
-
-def _pil_like_resize(F, x, size: int):
-    """Antialiased bilinear resize in two separable passes, rounding to 8 bits after each as PIL does
-    on uint8 images. Recent Pillow runs the vertical pass first when it shrinks more than the
-    horizontal one (measured against Pillow 13 here); this follows that, matching PIL within one
-    grey level."""
-    h, w = x.shape[2], x.shape[3]
-    sy, sx = h / size, w / size
-    first = (size, w) if (sy > 1.0 and sy > sx) else (h, size)
-    for target in (first, (size, size)):
-        x = F.interpolate(x, size=target, mode="bilinear", antialias=True, align_corners=False).round_().clamp_(0, 255)
-    return x

@@ -1,0 +1,242 @@
+"""The seed's face resize, owned by dfserve: one definition, a numpy and a torch implementation.
+
+The seed projects resized each face crop to 112x112 with the Pillow of their time (`transforms.Resize`
+on a PIL image: antialiased bilinear on an 8-bit image). That is, exactly (libImaging/Resample.c,
+Pillow 4.x-12.x; see spec.RESIZE_*):
+
+- two separable passes, the horizontal one first, an 8-bit image between them;
+- per output pixel, `center = (i + 0.5) * in/out`, `support = max(in/out, 1)`, taps
+  `x in [int(center - support + 0.5) clipped to >= 0, int(center + support + 0.5) clipped to <= in)`,
+  weights `max(0, 1 - |(x - center + 0.5) / max(in/out, 1)|)` in double, summed tap by tap and
+  divided by that sum;
+- each weight in fixed point, `int(0.5 + w * 2**22)`; an output is
+  `(sum(pixel * weight) + 2**21) >> 22`, clipped to 0..255 (never reached with these weights).
+
+Pillow 13 runs the vertical pass first when the height shrinks much more than the width, so the
+installed Pillow no longer gives the seed's pixels; nothing here calls Pillow. Both implementations
+do the integer arithmetic in float64, which holds it exactly (every product and partial sum is a
+multiple of 2**-22 below 2**9 once the weights are scaled by 2**-22), so they agree with each
+other and with Pillow 12 bit for bit (tests/test_resize.py, golden data from Pillow 12).
+
+numpy (`resize_uint8`): each pass is one batched BLAS product over bands of the weight matrix
+(blocks of output pixels and the input span they read, as strided views: no gather copies).
+torch (`resize_crops_torch`): crops of different sizes cut from a batch of frames on any device,
+padded to the largest and resampled with per-crop dense weight matrices in two batched matmuls.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass
+from typing import Tuple
+
+import numpy as np
+
+from . import spec
+from .errors import ImageShapeError
+
+ONE = 1 << spec.RESIZE_PRECISION_BITS  # 1.0 in fixed point
+HALF = 1 << (spec.RESIZE_PRECISION_BITS - 1)  # the rounding offset
+BAND = 8  # output pixels per band of the numpy implementation's banded products (fastest measured)
+
+
+def _bilinear(x: np.ndarray) -> np.ndarray:
+    a = np.abs(x)
+    return np.where(a < 1.0, 1.0 - a, 0.0)
+
+
+@functools.lru_cache(maxsize=4096)
+def fixed_point_weights(in_size: int, out_size: int) -> np.ndarray:
+    """int64 [out_size, in_size]: output pixel i = (row i . input line + HALF) >> PRECISION_BITS.
+
+    Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for the bilinear filter and the box
+    (0, in_size), vectorised over output pixels with the same double operations in the same order
+    (the weight sum is accumulated tap by tap, as the C loop does)."""
+    if in_size < 1 or out_size < 1:
+        raise ImageShapeError(f"resize: sizes must be >= 1, got in_size={in_size}, out_size={out_size}")
+    scale = float(in_size) / out_size
+    filterscale = max(scale, 1.0)
+    support = spec.RESIZE_FILTER_SUPPORT * filterscale
+    ksize = int(np.ceil(support)) * 2 + 1
+    inv_filterscale = 1.0 / filterscale
+    center = 0.0 + (np.arange(out_size, dtype=np.float64) + 0.5) * scale
+    xmin = np.maximum(np.trunc(center - support + 0.5), 0.0).astype(np.int64)
+    count = np.minimum(np.trunc(center + support + 0.5).astype(np.int64), in_size) - xmin
+    taps = np.zeros((out_size, ksize), np.float64)
+    total = np.zeros(out_size, np.float64)
+    for t in range(ksize):
+        w = np.where(t < count, _bilinear(((xmin + t).astype(np.float64) - center + 0.5) * inv_filterscale), 0.0)
+        taps[:, t] = w
+        total = total + w  # tap by tap, as Pillow sums (adding 0.0 past the last tap changes nothing)
+    taps = np.where(total[:, None] != 0.0, taps / np.where(total == 0.0, 1.0, total)[:, None], taps)
+    fixed = np.trunc(0.5 + taps * float(ONE)).astype(np.int64)  # bilinear weights are never negative
+    out = np.zeros((out_size, in_size), np.int64)
+    rows = np.repeat(np.arange(out_size), ksize).reshape(out_size, ksize)
+    cols = xmin[:, None] + np.arange(ksize)
+    used = np.arange(ksize)[None, :] < count[:, None]
+    out[rows[used], cols[used]] = fixed[used]
+    return out
+
+
+@dataclass(frozen=True)
+class _Band:
+    """One pass of the numpy implementation for (in_size, out_size): output pixels in blocks of BAND,
+    block g reading input lines [g * step, g * step + span) (zero-padded to `padded` lines)."""
+
+    step: int
+    span: int
+    padded: int
+    weights: np.ndarray  # float64 [blocks, BAND, span], fixed-point weights / 2**PRECISION_BITS
+    clip: bool  # whether 255 can be exceeded (only for inputs far larger than any frame)
+
+
+@functools.lru_cache(maxsize=4096)
+def _band(in_size: int, out_size: int) -> _Band:
+    m = fixed_point_weights(in_size, out_size)
+    blocks = -(-out_size // BAND)
+    nz = m != 0
+    first = nz.argmax(1)
+    last = in_size - 1 - nz[:, ::-1].argmax(1)
+    lo = [int(first[g * BAND:(g + 1) * BAND].min()) for g in range(blocks)]
+    hi = [int(last[g * BAND:(g + 1) * BAND].max()) + 1 for g in range(blocks)]
+    step = min([lo[g] // g for g in range(1, blocks)], default=0)
+    span = max(hi[g] - g * step for g in range(blocks))
+    w = np.zeros((blocks, BAND, span), np.float64)
+    for g in range(blocks):
+        rows = m[g * BAND:(g + 1) * BAND, g * step:g * step + span]
+        w[g, :rows.shape[0], :rows.shape[1]] = rows
+    w *= 1.0 / ONE  # exact: a power of two
+    clip = 255 * int(m.sum(1).max()) + HALF >= (256 << spec.RESIZE_PRECISION_BITS)
+    return _Band(step, span, (blocks - 1) * step + span, w, clip)
+
+
+_scratch = threading.local()
+
+
+def _buffer(slot: str, shape: Tuple[int, ...]) -> np.ndarray:
+    """A float64 work array of `shape`, reused by this thread (fresh arrays of this size come from mmap and
+    cost more in page faults than the arithmetic: measured 3x slower per crop)."""
+    need = int(np.prod(shape))
+    buf = getattr(_scratch, slot, None)
+    if buf is None or buf.size < need:
+        buf = np.empty(max(need, 1 << 16), np.float64)
+        setattr(_scratch, slot, buf)
+    return buf[:need].reshape(shape)
+
+
+def _banded_product(band: _Band, lines: np.ndarray, slot: str) -> np.ndarray:
+    """One pass: lines float64 [padded, n] (rows past the input zero) -> [blocks * BAND, n] =
+    sum(pixel * weight) / 2**22 + 1/2 (HALF), exact. The blocks' input windows are strided views of
+    `lines`, not copies: one batched BLAS product."""
+    n = lines.shape[1]
+    item = lines.itemsize
+    view = np.lib.stride_tricks.as_strided(lines, (band.weights.shape[0], band.span, n),
+                                           (band.step * n * item, n * item, item), writeable=False)
+    acc = _buffer(slot, (band.weights.shape[0], BAND, n))
+    np.matmul(band.weights, view, out=acc)  # exact: multiples of 2**-22 below 2**9
+    acc += 0.5
+    return acc.reshape(-1, n)
+
+
+def _check(img: np.ndarray) -> np.ndarray:
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim not in (2, 3):
+        got = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+        raise ImageShapeError(f"resize: the image must be a uint8 array [H,W] or [H,W,C], got {got}")
+    if img.shape[0] < 1 or img.shape[1] < 1:
+        raise ImageShapeError(f"resize: the image is empty ({img.shape[0]}x{img.shape[1]} pixels); "
+                              "a crop needs at least 1x1")
+    return img
+
+
+def resize_uint8(img: np.ndarray, size: int = spec.FACE_SIZE) -> np.ndarray:
+    """uint8 [H,W,C] (or [H,W]) -> uint8 [size,size,C]: the seed's resize (module docstring), in numpy."""
+    img = _check(img)
+    gray = img.ndim == 2
+    if gray:
+        img = img[:, :, None]
+    h, w, c = img.shape
+    bx, by = _band(w, size), _band(h, size)
+    # horizontal pass: its lines are the input's columns, each holding (channel, row)
+    lines = _buffer("lines", (bx.padded, c * h))
+    np.copyto(lines[:w].reshape(w * c, h), img.reshape(h, w * c).T)  # uint8 -> float64, 2-D transpose
+    lines[w:] = 0.0
+    across = _banded_product(bx, lines, "across")[:size].reshape(size * c, h)  # rows (column, channel)
+    # vertical pass: its lines are the rows of the 8-bit intermediate image, each holding (column, channel)
+    lines = _buffer("lines_down", (by.padded, size * c))
+    np.floor(across.T, out=lines[:h])  # (acc + HALF) >> 22, transposed on the way
+    if bx.clip:
+        np.minimum(lines[:h], 255.0, out=lines[:h])
+    lines[h:] = 0.0
+    out = _banded_product(by, lines, "down")[:size].reshape(size, size, c)
+    if by.clip:
+        np.minimum(out, 255.5, out=out)
+    out = out.astype(np.uint8)  # truncation of acc + 1/2 = the floor of (acc + HALF) >> 22
+    return out[:, :, 0] if gray else out
+
+
+def resize_many(images, size: int = spec.FACE_SIZE) -> np.ndarray:
+    """A sequence of uint8 [H_k,W_k,C] images of any sizes -> uint8 [N,size,size,C]."""
+    images = list(images)
+    if not images:
+        raise ImageShapeError("resize_many: no images")
+    out = np.empty((len(images), size, size) + np.shape(images[0])[2:], np.uint8)
+    for k, img in enumerate(images):
+        out[k] = resize_uint8(img, size)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# torch: any device, crops of different sizes in one batched resample.
+# ------------------------------------------------------------------------------------------------
+def _padded_weights(torch, sizes: np.ndarray, out_size: int, width: int, device):
+    """float64 [n, out_size, width] on `device`: each size's fixed-point weights / 2**22, zero past it.
+    Built once per distinct size from `fixed_point_weights` (the one definition), one copy to the device."""
+    uniq, inv = np.unique(sizes, return_inverse=True)
+    mats = np.zeros((len(uniq), out_size, width), np.float64)
+    for k, s in enumerate(uniq):
+        mats[k, :, :s] = fixed_point_weights(int(s), out_size)
+    mats *= 1.0 / ONE
+    return torch.from_numpy(mats).to(device).index_select(0, torch.from_numpy(inv.astype(np.int64)).to(device))
+
+
+def _round8(x):
+    return x.add_(0.5).floor_().clamp_(max=255.0)  # (acc + HALF) >> 22 on scaled weights, Pillow's clip
+
+
+def resize_crops_torch(frames, fidx, tblr: np.ndarray, size: int = spec.FACE_SIZE):
+    """Crop k = frames[fidx[k], top:bottom, left:right] (tblr[k] = top, bottom, left, right), resized
+    to size x size exactly as `resize_uint8` does -> uint8 [n,size,size,C] on the frames' device.
+
+    frames: uint8 [N,H,W,C] tensor on any device; fidx: long tensor [n] (same device); tblr: int
+    numpy [n,4] inside the frames. One gather of the crops padded to the largest, then the two passes
+    as batched float64 matmuls with per-crop weight matrices (exact: see the module docstring)."""
+    import torch
+
+    tblr = np.asarray(tblr, np.int64).reshape(-1, 4)
+    n = tblr.shape[0]
+    dev = frames.device
+    c = frames.shape[3]
+    if n == 0:
+        return torch.empty(0, size, size, c, dtype=torch.uint8, device=dev)
+    hs, ws = tblr[:, 1] - tblr[:, 0], tblr[:, 3] - tblr[:, 2]
+    if (hs < 1).any() or (ws < 1).any() or (tblr[:, 0] < 0).any() or (tblr[:, 2] < 0).any() \
+            or (tblr[:, 1] > frames.shape[1]).any() or (tblr[:, 3] > frames.shape[2]).any():
+        k = int(np.nonzero((hs < 1) | (ws < 1) | (tblr[:, 0] < 0) | (tblr[:, 2] < 0)
+                           | (tblr[:, 1] > frames.shape[1]) | (tblr[:, 3] > frames.shape[2]))[0][0])
+        raise ImageShapeError(f"resize_crops_torch: crop {k} (top, bottom, left, right) = {tuple(tblr[k])} "
+                              f"is empty or outside the {frames.shape[1]}x{frames.shape[2]} frames")
+    hm, wm = int(hs.max()), int(ws.max())
+    if (tblr[:, 0] == 0).all() and (hs == frames.shape[1]).all() and (tblr[:, 2] == 0).all() \
+            and (ws == frames.shape[2]).all():
+        crops = frames.index_select(0, fidx)  # whole frames: no gather
+    else:
+        t = torch.from_numpy(tblr).to(dev)
+        rows = torch.clamp(t[:, :1] + torch.arange(hm, device=dev).view(1, -1), max=frames.shape[1] - 1)
+        cols = torch.clamp(t[:, 2:3] + torch.arange(wm, device=dev).view(1, -1), max=frames.shape[2] - 1)
+        crops = frames[fidx.view(-1, 1, 1), rows.view(-1, hm, 1), cols.view(-1, 1, wm)]  # [n,hm,wm,C]
+    x = crops.permute(0, 3, 1, 2).to(torch.float64)  # [n,C,hm,wm]; padding meets zero weights
+    wx = _padded_weights(torch, ws, size, wm, dev).transpose(1, 2).unsqueeze(1)  # [n,1,wm,size]
+    wy = _padded_weights(torch, hs, size, hm, dev).unsqueeze(1)  # [n,1,size,hm]
+    across = _round8(torch.matmul(x, wx))  # horizontal pass first: [n,C,hm,size]
+    out = _round8(torch.matmul(wy, across))  # [n,C,size,size]
+    return out.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
