@@ -15,9 +15,11 @@ coded_h, BGR24, SWS_BICUBIC)` and `sws_scale`, and never calls `sws_setColorspac
   (B=0, C=0.6, chroma sited between the luma rows), shared by pixel pairs across, then swscale 5.1's x86 MMX
   output stage (`yuv2bgr24_X`, 16-bit multiply-high arithmetic; the C table path for the last two rows). This
   module models it in float64 (`seed_high_depth_bgr`): the same filter, the BT.601 limited-range matrix, rounding
-  to nearest. The MMX stage's own rounding is not emulated: measured against OpenCV on the generated 10- and 12-bit
-  clips, the model is within 3 grey levels (green is about 1 level higher on average); PyAV's swscale (FFmpeg 8)
-  differs by up to 21 levels there, so it is not used for these formats.
+  to nearest. The MMX stage's own rounding is not emulated: measured against OpenCV on the generated clips, the
+  model is within 3 grey levels at 10 bits and 4 at 12 bits, but about 95 % of pixels are off by 1 or more
+  (green is about 1 level higher on average); PyAV's swscale (FFmpeg 8) with BT.601 and bicubic differs by up
+  to 21 levels in 62 % of pixels there, so it is not used for these formats. Other high-bit-depth layouts (4:2:2,
+  4:4:4) go through PyAV's swscale with BT.601, not checked against OpenCV.
 
 `colors="stream"` keeps PyAV's default instead: the stream's own matrix and range (bilinear chroma).
 
