@@ -52,6 +52,10 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-face", choices=("skip", "frame"), default="skip",
                    help="frames without a face: skip (left out of the verdict, default) or frame (classify the "
                         "whole frame, as the seed did)")
+    p.add_argument("--colors", choices=spec.COLORS, default=spec.DEFAULT_COLORS,
+                   help="frame colours: seed (default: BT.601 for every stream, as the seed apps' OpenCV read frames "
+                        "and as their checkpoints were trained) or stream (the stream's own matrix and range, for "
+                        "checkpoints trained on correctly converted frames)")
     p.add_argument("--margin", type=float, default=0.0,
                    help="extra context around each face box, as a fraction of its size (seed: 0)")
     p.add_argument("--timeline", action="store_true", help="add per-frame [index, p_fake, box] to each row")

@@ -405,3 +405,50 @@ def make_crowd_video(path, rows: int = 4, cols: int = 5, n_frames: int = 8, widt
             s = min((cw - 8) / (x2 - x1), (ch - 4) / (y2 - y1))
             people.append({"who": name, "scale": s, "start": (c * cw + 2, r * ch + 2), "end": (c * cw + 6, r * ch + 2)})
     return make_multi_face_video(path, people, n_frames=n_frames, width=width, height=height)
+
+
+# ------------------------------------------------------------------------------------------------
+# Colour-tagged clips (tests/test_colours.py): what phones, cameras and the web record.
+# ------------------------------------------------------------------------------------------------
+# kind -> (codec, pix_fmt, (colorspace, color_range, color_trc, color_primaries) as FFmpeg's AVCOL_* numbers,
+# or None for untagged). Ranges: 1 limited (tv), 2 full (pc); H.264 full range decodes as yuvj420p.
+COLOUR_CLIPS = {
+    "bt709": ("h264", "yuv420p", (1, 1, 1, 1)),
+    "bt709 full range": ("h264", "yuv420p", (1, 2, 1, 1)),
+    "bt601": ("h264", "yuv420p", (6, 1, 6, 6)),
+    "untagged": ("h264", "yuv420p", None),
+    "bt2020 hlg 10-bit": ("hevc", "yuv420p10le", (9, 1, 18, 9)),
+    "untagged 10-bit": ("hevc", "yuv420p10le", None),
+    "untagged 12-bit": ("hevc", "yuv420p12le", None),
+}
+
+
+def make_colour_clip(path, kind: str, n_frames: int = 3, width: int = 160, height: int = 128, frames=None) -> dict:
+    """A short clip of the moving face (or the given BGR `frames`) encoded as COLOUR_CLIPS[kind] says: codec,
+    pixel format and colour tags (matrix, range, transfer, primaries) written into the stream."""
+    import av
+
+    codec, pix_fmt, tags = COLOUR_CLIPS[kind]
+    name = encoder_for(codec)
+    if name is None:
+        raise RuntimeError(f"this FFmpeg build has no encoder for {codec}")
+    frames = list(frames) if frames is not None else face_frames(n_frames, width, height, seed=5)
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), mode="w") as out:
+        st = out.add_stream(name, rate=30)
+        st.width, st.height, st.pix_fmt = w, h, pix_fmt
+        opts = {"preset": "ultrafast", "crf": "23"}
+        if name == "libx265":
+            opts["x265-params"] = "log-level=error"
+        st.options = opts
+        cc = st.codec_context
+        if tags is not None:
+            cc.colorspace, cc.color_range, cc.color_trc, cc.color_primaries = tags
+        for f in frames:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="bgr24").reformat(format=pix_fmt)
+            for pkt in st.encode(vf):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
+    return {"path": str(path), "kind": kind, "frames": len(frames), "width": w, "height": h, "codec": codec,
+            "pix_fmt": pix_fmt, "tags": tags}

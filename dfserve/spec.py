@@ -18,6 +18,11 @@ CLASS_REAL = 1
 CLASS_NAMES = {CLASS_FAKE: "FAKE", CLASS_REAL: "REAL"}
 HEADS = ("mean", "last")
 DEFAULT_HEAD = "mean"
+# Frame colours (YUV -> BGR): "seed" converts every stream as the seed apps' cv2.VideoCapture does (swscale's
+# BT.601 matrix whatever the stream's tags, the range its pixel format implies); "stream" uses the stream's own
+# matrix and range (for checkpoints trained on correctly converted frames). pipeline/frame_colours.py has the rule.
+COLORS = ("seed", "stream")
+DEFAULT_COLORS = "seed"
 
 FACE_SIZE = 112  # frames are resized to FACE_SIZE x FACE_SIZE
 # The face resize (dfserve.resize): the seed-era Pillow's 8-bit antialiased bilinear, horizontal pass first,

@@ -91,6 +91,23 @@ def test_precropped_first_n_matches_seed_reference(runtime, seed_model, videos, 
     assert row["label"] == seed.label
 
 
+def test_tagged_precropped_clip_matches_seed_reference_on_opencv_frames(runtime, seed_model, tmp_path):
+    """The seed read a BT.709-tagged phone clip with cv2.VideoCapture (BT.601 colours): dfserve's verdict on the
+    same clip equals the seed's forward on OpenCV's frames."""
+    pytest.importorskip("cv2")
+    from dfserve import samples
+    from dfserve.bench.seed_pipeline import opencv_frames
+    from dfserve.export.reference import SeedReference
+
+    n = 8
+    crops = samples.astronaut_face_crops(n, seed=3)
+    clip = samples.make_colour_clip(tmp_path / "bt709 faces.mp4", "bt709", frames=crops)
+    seed = SeedReference(seed_model).predict_frames(list(opencv_frames(clip["path"])), "mean")
+    row = next(Scorer(runtime, ScoreOptions(sample=parse_policy(f"first:{n}"), faces="precropped")).score([clip["path"]]))
+    assert row["frames_scored"] == n and row["colors"] == "seed"
+    assert abs(row["p_fake"] - seed.p_fake) <= 1e-3
+
+
 def test_bad_files_become_rows_and_the_batch_goes_on(runtime, videos):
     keys = ["corrupt", "empty", "text", "face", "truncated", "noface"]
     paths = [videos[k]["path"] for k in keys] + [str(videos["dir"] / "missing.mp4")]

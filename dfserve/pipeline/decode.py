@@ -1,4 +1,5 @@
-"""Video decoding on the CPU with PyAV (FFmpeg). Frames come out as BGR uint8, as OpenCV gives them.
+"""Video decoding on the CPU with PyAV (FFmpeg). Frames come out as BGR uint8, as OpenCV gives them: colours by
+pipeline/frame_colours.py (`colors="seed"`, the default: BT.601 whatever the stream's tags, as the seed's OpenCV).
 
 Frames are turned upright by the stream's display matrix (a portrait phone clip stored landscape with a
 rotation), as OpenCV does by default (CAP_PROP_ORIENTATION_AUTO). Any codec and container this FFmpeg
@@ -22,7 +23,9 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from .. import spec
 from ..errors import VideoError
+from .frame_colours import check_colors, frame_to_bgr
 from .sampling import SamplePolicy
 
 log = logging.getLogger(__name__)
@@ -279,13 +282,16 @@ def _upright(arr: np.ndarray, rotation: int) -> np.ndarray:
 
 
 def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeStats,
-                chunk: int = 16, guard: Optional[FrameGuard] = None) -> Iterator[Tuple[List[int], List[np.ndarray]]]:
+                chunk: int = 16, guard: Optional[FrameGuard] = None,
+                colors: str = spec.DEFAULT_COLORS) -> Iterator[Tuple[List[int], List[np.ndarray]]]:
     """Decode the video, yield (indices, BGR frames) chunks of the sampled frames, upright.
 
     `fps:R` sampling uses the frames' timestamps (variable frame rate safe). Every decoded frame, sampled
     or not, is checked (`frame_checks`): the time budget (DecodeBudget) and its size (over them, a
     VideoError names the file), then `guard` if given (a request's limits: `limits.RequestGuard`).
+    `colors`: the colour rule (spec.COLORS; frame_colours.frame_to_bgr).
     """
+    check_colors(colors)
     av = _av()
     sampler = policy.sampler(info.fps, info.n_frames)
     container = _open(path)
@@ -313,7 +319,7 @@ def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeS
                 check(i + 1, frame.width, frame.height)
                 if sampler.keep(i, _frame_time(frame)):
                     rot = frame.rotation or 0
-                    arr = _upright(frame.to_ndarray(format="bgr24"), rot)
+                    arr = _upright(frame_to_bgr(frame, colors), rot)
                     info.rotation = rot
                     if arr.shape[1] != info.width or arr.shape[0] != info.height:
                         # rotated display, or a resolution change mid-stream: keep going with the new size

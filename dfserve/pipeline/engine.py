@@ -135,7 +135,8 @@ class Scorer:
             try:
                 job.info = probe(job.path, count_if_unknown=self.opt.sample.needs_frame_count)
                 put(("start", job))
-                for idx, frames in self.iter_frames(job.path, self.opt.sample, job.info, job.stats, self.opt.chunk):
+                for idx, frames in self.iter_frames(job.path, self.opt.sample, job.info, job.stats, self.opt.chunk,
+                                                     colors=self.opt.colors):
                     for run_idx, run in same_size_runs(idx, frames):
                         put(("chunk", job, run_idx, run, self.detector_prep(run)))
                 put(("end", job))
@@ -328,6 +329,7 @@ def make_row(job: VideoJob, opts: ScoreOptions, model_id: str, tags: Optional[di
         "model": model_id,
         "head": opts.head,
         "sample": str(opts.sample),
+        "colors": opts.colors,
         **(tags or {}),
         "elapsed_s": round(time.perf_counter() - job.t0, 3),
         "warning": job.stats.warning,

@@ -100,7 +100,8 @@ def score_video_frames(path: str, opts: ScoreOptions, models: FramesModels, mode
     try:
         job.info = probe(path, count_if_unknown=opts.sample.needs_frame_count)
         job.expected = expected_frames(opts, job.info)
-        for indices, frames in iter_frames(path, opts.sample, job.info, job.stats, opts.chunk, guard=guard):
+        for indices, frames in iter_frames(path, opts.sample, job.info, job.stats, opts.chunk, guard=guard,
+                                              colors=opts.colors):
             score_chunk(indices, frames, stage, job.tally)
             if on_progress is not None:
                 on_progress(job.path, job.tally.frames_sampled, job.expected)

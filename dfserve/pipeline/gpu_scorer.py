@@ -43,19 +43,42 @@ def nvdec_available() -> bool:
     return nvdec_status()[0]
 
 
-def _frames_to_bgr_batch(frames):
+def _frames_to_bgr_batch(frames, colors: str = "seed", height: int = 0, bits: int = 8, full_range: bool = False):
     """PyNvVideoCodec 2.2's SimpleDecoder returns a *list* of DecodedFrame (no batched surface exists in
     its API: see SimpleDecoder.get_batch_frames, "DecodedFrame[]"). Each one is a zero-copy DLPack view
-    ([H,W,3] RGB uint8, device memory); one stack copies them into a batch we own, one flip gives
-    OpenCV's BGR. Both are single kernels on the GPU."""
+    of device memory; one stack copies them into a batch we own.
+
+    colors "seed": the frames are NVDEC's native surfaces (NV12, or P016 for 10/12-bit: [H*3/2, W]) and
+    gpu_colours.nv12_to_bgr converts them by the CPU path's rule (frame_colours). colors "stream": they are
+    NVDEC's own RGB conversion ([H,W,3] RGB, the stream's matrix); one flip gives BGR."""
     import torch
 
-    rgb = torch.stack([torch.from_dlpack(f) for f in frames])  # [B,H,W,3] RGB uint8 on the GPU
-    return rgb.flip(-1)  # BGR, as OpenCV gives it (the seed's channel order); flip returns a new tensor
+    if colors == "stream":
+        rgb = torch.stack([torch.from_dlpack(f) for f in frames])  # [B,H,W,3] RGB uint8 on the GPU
+        return rgb.flip(-1)  # BGR, as OpenCV gives it (the seed's channel order); flip returns a new tensor
+    from .gpu_colours import nv12_to_bgr, split_nv12
+
+    surf = torch.stack([torch.from_dlpack(f) for f in frames])
+    if surf.dim() == 4:  # some builds expose [H*3/2, W, 1]
+        surf = surf[..., 0]
+    y, uv = split_nv12(surf, height)
+    return nv12_to_bgr(y, uv, bits=bits, full_range=full_range, msb_aligned=bits > 8)
+
+
+def _stream_format(path: str):
+    """(bit depth, full range) of the video stream as the CPU path's colour rule reads them: the pixel format."""
+    import av
+
+    with av.open(path) as c:
+        cc = c.streams.video[0].codec_context
+        fmt = cc.format
+        if fmt is None:
+            return 8, False
+        return fmt.components[0].bits, fmt.name.startswith("yuvj")
 
 
 def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeStats, chunk: int = 16,
-                      gpu_id: int = 0) -> Iterator[Tuple[List[int], "object"]]:
+                      gpu_id: int = 0, colors: str = "seed") -> Iterator[Tuple[List[int], "object"]]:
     """Decode with NVDEC (PyNvVideoCodec SimpleDecoder); yield (indices, uint8 BGR [B,H,W,3] CUDA tensor).
 
     One SimpleDecoder, hence one NVDEC session, per video: the scorer's decode workers decode several
@@ -72,9 +95,11 @@ def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
 
     from ..errors import VideoError
 
+    native = colors != "stream"
+    bits, full_range = _stream_format(path) if native else (8, False)
     try:
         dec = nvc.SimpleDecoder(path, gpu_id=gpu_id, use_device_memory=True,
-                                output_color_type=nvc.OutputColorType.RGB)
+                                output_color_type=nvc.OutputColorType.NATIVE if native else nvc.OutputColorType.RGB)
     except Exception as exc:  # noqa: BLE001
         raise VideoError(f"{path}: NVDEC cannot decode this video ({exc})") from exc
     total = len(dec)
@@ -91,7 +116,7 @@ def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
     def batch(frames):
         nonlocal pending
         with torch.cuda.device(gpu_id):
-            out = _frames_to_bgr_batch(frames)
+            out = _frames_to_bgr_batch(frames, colors, info.height, bits, full_range)
             ev = torch.cuda.Event()
             ev.record()
         pending = (ev, frames)
@@ -147,14 +172,14 @@ def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
         settle()
 
 
-def iter_frames_uploaded(path, policy, info, stats, chunk=16, device="cuda"):
+def iter_frames_uploaded(path, policy, info, stats, chunk=16, device="cuda", colors="seed"):
     """PyAV decode, one host-to-device copy per chunk (per run of one frame size, where the size changes
     mid-chunk: a batch tensor holds one size)."""
     import torch
 
     from .chunk import same_size_runs
 
-    for idx, frames in iter_frames(path, policy, info, stats, chunk):
+    for idx, frames in iter_frames(path, policy, info, stats, chunk, colors=colors):
         for run_idx, run in same_size_runs(idx, frames):
             yield run_idx, torch.from_numpy(np.stack(run)).to(device, non_blocking=True)
 
@@ -170,10 +195,10 @@ class TorchScorer(Scorer):
         super().__init__(runtime, options, model_id)
         dev = runtime.device
         if dev.type == "cuda" and (use_nvdec if use_nvdec is not None else nvdec_available()):
-            self.iter_frames = lambda *a: iter_frames_nvdec(*a, gpu_id=dev.index or 0)
+            self.iter_frames = lambda *a, **kw: iter_frames_nvdec(*a, gpu_id=dev.index or 0, **kw)
             self.decoder = "nvdec"
         else:
-            self.iter_frames = lambda *a: iter_frames_uploaded(*a, device=dev)
+            self.iter_frames = lambda *a, **kw: iter_frames_uploaded(*a, device=dev, **kw)
             self.decoder = "pyav"
         import torch
 

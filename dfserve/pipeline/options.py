@@ -18,7 +18,7 @@ FACES_ALIASES = {"detect": "largest"}  # the name before multi-face scoring
 NO_FACE_MODES = ("skip", "frame")
 
 # Options a caller of a server may set per request; the rest are the server's (repository config).
-REQUEST_FIELDS = ("sample", "head", "faces", "no_face", "timeline", "chunk", "min_face", "min_track")
+REQUEST_FIELDS = ("sample", "head", "faces", "no_face", "timeline", "chunk", "min_face", "min_track", "colors")
 
 
 @dataclass
@@ -36,6 +36,7 @@ class ScoreOptions:
     decode_workers: int = 2
     min_face: float = spec.DETECTOR_MIN_FACE  # pixels (shorter side); smaller faces are ignored
     min_track: int = spec.DEFAULT_MIN_TRACK  # --faces all: shorter tracks are reported but do not decide
+    colors: str = spec.DEFAULT_COLORS  # seed (BT.601 for every stream, as the seed's OpenCV) | stream (its own matrix)
 
     def __post_init__(self):
         if isinstance(self.sample, str):
@@ -49,6 +50,8 @@ class ScoreOptions:
             raise UsageError(f"--faces must be one of {', '.join(FACES_MODES)}, got {self.faces!r}")
         if self.no_face not in NO_FACE_MODES:
             raise UsageError(f"--no-face must be one of {', '.join(NO_FACE_MODES)}, got {self.no_face!r}")
+        if self.colors not in spec.COLORS:
+            raise UsageError(f"--colors must be one of {', '.join(spec.COLORS)}, got {self.colors!r}")
         if self.faces == "all" and self.no_face == "frame":
             raise UsageError("--no-face frame (classify whole frames) applies to --faces largest, not --faces all")
         if not 0 <= self.min_face <= 4096:
@@ -73,7 +76,8 @@ class ScoreOptions:
         return cls(sample=parse_policy(args.sample), head=args.head, faces=args.faces, no_face=args.no_face,
                    margin=args.margin, timeline=args.timeline, batch=args.batch,
                    detect_max_side=args.detect_size, decode_workers=args.decode_workers,
-                   min_face=args.min_face, min_track=args.min_track).validate()
+                   min_face=args.min_face, min_track=args.min_track,
+                   colors=getattr(args, "colors", spec.DEFAULT_COLORS)).validate()
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -239,6 +239,7 @@ def create_app(settings: WebSettings):
                       "sample": {"type": "string", "example": "fps:5"},
                       "head": {"type": "string", "enum": ["mean", "last"]},
                       "faces": {"type": "string", "example": "largest"},
+                      "colors": {"type": "string", "enum": ["seed", "stream"]},
                       "no_face": {"type": "string", "enum": ["skip", "frame"]},
                       "timeline": {"type": "boolean"}, "chunk": {"type": "integer"},
                       "options": {"type": "string", "description": "the same options as one JSON object"}}}}}}})

@@ -1,0 +1,78 @@
+"""NVDEC's NV12 / P016 planes to BGR with torch, by the same colour rule as the CPU path (frame_colours.py).
+
+NVDEC hands out NV12 (8-bit: a luma plane, then one plane of interleaved U, V at half size each way) and P016
+(the same layout, 16-bit samples with the video's 10 or 12 bits at the top). `nv12_to_bgr` turns a batch of
+them into the BGR uint8 `frame_colours.frame_to_bgr` gives for the same decoded samples:
+- 8-bit: swscale's unscaled converter, bit for bit (the same per-sample terms, `frame_colours.seed_8bit_terms`,
+  looked up with one gather each; each 2x2 block shares its chroma sample);
+- 10/12-bit: the same float64 model (`frame_colours.seed_high_depth_bgr`: bicubic vertical chroma, pairs across,
+  BT.601 limited range), the same operations in the same order.
+Everything stays on the tensors' device; nothing is copied to the host.
+"""
+from __future__ import annotations
+
+from .frame_colours import bt601_limited, chroma_up_weights, seed_8bit_terms
+
+_TERMS = {}  # (full_range, device) -> dict of int32 tensors
+
+
+def _terms(full_range: bool, device):
+    import torch
+
+    key = (bool(full_range), str(device))
+    if key not in _TERMS:
+        _TERMS[key] = {k: torch.as_tensor(v, device=device) for k, v in seed_8bit_terms(full_range).items()}
+    return _TERMS[key]
+
+
+def split_nv12(surface, height: int):
+    """A decoder surface [B, H*3/2, W] (or [H*3/2, W]) as (luma [B,H,W], chroma [B,ceil(H/2),ceil(W/2),2])."""
+    s = surface if surface.dim() == 3 else surface.unsqueeze(0)
+    b, _, w = s.shape
+    y = s[:, :height]
+    ch = (height + 1) // 2
+    uv = s[:, height:height + ch].reshape(b, ch, w // 2, 2)
+    return y, uv
+
+
+def _up2_rows(c):
+    import torch
+
+    w0, w1, w2, w3 = chroma_up_weights()
+    h = c.shape[1]
+    p = torch.cat([c[:, :1], c[:, :1], c, c[:, -1:], c[:, -1:]], dim=1)
+    even = w0 * p[:, 0:h] + w1 * p[:, 1:h + 1] + w2 * p[:, 2:h + 2] + w3 * p[:, 3:h + 3]
+    odd = w3 * p[:, 1:h + 1] + w2 * p[:, 2:h + 2] + w1 * p[:, 3:h + 3] + w0 * p[:, 4:h + 4]
+    return torch.stack([even, odd], dim=2).reshape(c.shape[0], 2 * h, *c.shape[2:])
+
+
+def nv12_to_bgr(luma, chroma, bits: int = 8, full_range: bool = False, msb_aligned: bool = False):
+    """BGR uint8 [B,H,W,3] from luma [B,H,W] and interleaved chroma [B,ceil(H/2),ceil(W/2),2] (NV12 / P016).
+
+    bits: the video's bit depth (8, 10, 12). msb_aligned: the samples sit at the top of 16 bits (P016, P010) and
+    are shifted down by 16 - bits. full_range: the 8-bit stream is a yuvj (full range) one, as the CPU path reads
+    its pixel format; high bit depths are always limited range there (as OpenCV's swscale takes them).
+    """
+    import torch
+
+    y = luma if luma.dim() == 3 else luma.unsqueeze(0)
+    c = chroma if chroma.dim() == 4 else chroma.unsqueeze(0)
+    b, h, w = y.shape
+    if bits == 8 and not msb_aligned:
+        t = _terms(full_range, y.device)
+        yl, cl = y.long(), c.long()
+        u = cl[..., 0].repeat_interleave(2, 1).repeat_interleave(2, 2)[:, :h, :w]
+        v = cl[..., 1].repeat_interleave(2, 1).repeat_interleave(2, 2)[:, :h, :w]
+        yt = t["y"][yl]
+        bgr = torch.stack([yt + t["ub"][u], yt + t["ug"][u] + t["vg"][v], yt + t["vr"][v]], dim=-1)
+        return bgr.clamp_(0, 255).to(torch.uint8)
+    yi, ci = y.to(torch.int32), c.to(torch.int32)
+    if msb_aligned:
+        yi, ci = yi & 0xFFFF, ci & 0xFFFF  # int16 storage of uint16 samples comes back negative
+        yi, ci = yi >> (16 - bits), ci >> (16 - bits)
+    scale = float(1 << (bits - 8))
+    cf = ci.to(torch.float64) / scale
+    uu = _up2_rows(cf[..., 0]).repeat_interleave(2, 2)[:, :h, :w]
+    vv = _up2_rows(cf[..., 1]).repeat_interleave(2, 2)[:, :h, :w]
+    bb, gg, rr = bt601_limited(yi.to(torch.float64) / scale, uu, vv)
+    return torch.stack([torch.floor(ch + 0.5).clamp_(0, 255) for ch in (bb, gg, rr)], dim=-1).to(torch.uint8)
