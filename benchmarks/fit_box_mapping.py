@@ -221,8 +221,10 @@ def main(argv=None) -> dict:
         for s in np.unique(src):  # leave one source out: fit on the others, test on all of this one
             c = fit(rt[src != s], pts[src != s], dl[src != s], lmk)
             loso[s] = summary(ious(apply(c, rt[src == s], pts[src == s], sizes[src == s], lmk), dl[src == s]))
+        plain = np.array([p["draw"] < len(srcs[p["source"]]) for p in pairs])  # images as shipped, no augmentation
         report["models"][label] = {
             "coef": np.round(coef, 4).tolist(),
+            "unaugmented_before": summary(before[plain]), "unaugmented_after": summary(after[plain]),
             "held_out_before": summary(before[test]), "held_out_after": summary(after[test]),
             "per_source_held_out": per, "leave_one_source_out_after": loso}
     coef = fit(rt, pts, dl, False)  # the shipped constants: box model, all pairs
@@ -233,6 +235,7 @@ def main(argv=None) -> dict:
     print(json.dumps({k: v for k, v in report.items() if k != "models"}, indent=1))
     for label, m in report["models"].items():
         print(label, "held-out before", m["held_out_before"], "after", m["held_out_after"])
+        print("   unaugmented before", m["unaugmented_before"], "after", m["unaugmented_after"])
         for s, v in m["per_source_held_out"].items():
             print("   ", s, "before", v["before"], "after", v["after"], "| leave-source-out", m["leave_one_source_out_after"][s])
     return report

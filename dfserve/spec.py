@@ -52,8 +52,8 @@ BOX_SEED = "seed"
 BOX_RETINAFACE = "retinaface"
 BOX_CONVENTIONS = (BOX_SEED, BOX_RETINAFACE)
 DEFAULT_BOX = BOX_SEED
-BOX_SEED_CENTER_SHIFT = (-0.0319, 0.0639)
-BOX_SEED_SIZE_RATIO = (1.0223, 0.7732)
+BOX_SEED_CENTER_SHIFT = (-0.0083, 0.0664)
+BOX_SEED_SIZE_RATIO = (1.0318, 0.7827)
 
 # Face detectors: RetinaFace (the engine's, batched, any runtime/device) or the seed's own dlib HOG
 # detector (`--detector dlib`: CPU only, one frame at a time, the first face in dlib's order; for
