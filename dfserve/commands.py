@@ -58,6 +58,13 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
                         "checkpoints trained on correctly converted frames)")
     p.add_argument("--margin", type=float, default=0.0,
                    help="extra context around each face box, as a fraction of its size (seed: 0)")
+    p.add_argument("--box", choices=spec.BOX_CONVENTIONS, default=spec.DEFAULT_BOX,
+                   help="face box convention of the crops: seed (default: RetinaFace's boxes mapped to the box the "
+                        "seed's dlib detector draws, the framing its checkpoints learned) or retinaface (raw boxes)")
+    p.add_argument("--detector", choices=spec.DETECTORS, default=spec.DETECTOR_RETINAFACE,
+                   help="retinaface (default, batched, any device) or dlib: the seed's own HOG detector, first face, "
+                        "CPU only, the seed's speed; with --no-face frame its verdicts equal the seed's "
+                        "(pip install 'dfserve[dlib]')")
     p.add_argument("--timeline", action="store_true", help="add per-frame [index, p_fake, box] to each row")
     p.add_argument("--batch", type=int, default=spec.DEFAULT_CLASSIFIER_BATCH, help="classifier batch size")
     p.add_argument("--detect-size", type=int, default=spec.DETECTOR_MAX_SIDE,

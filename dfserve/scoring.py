@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from . import spec
 from .errors import UsageError
 from .pipeline.options import ScoreOptions
 
@@ -49,6 +50,13 @@ def make_scorer(opts: ScoreOptions, config: ScorerConfig):
     if config.detect_every > 1 and (config.server or config.runtime == "torch" or config.device != "cpu"
                                     or opts.faces != "largest"):
         raise UsageError("--detect-every is for --faces largest on the embedded CPU runtimes (onnxruntime, openvino)")
+    if opts.detector == spec.DETECTOR_DLIB:
+        if config.server or config.device != "cpu" or config.runtime == "torch" or config.detect_every > 1:
+            raise UsageError("--detector dlib (the seed's dlib HOG detector) runs embedded on the CPU only: drop "
+                             "--server / --device cuda / --runtime torch / --detect-every")
+    elif opts.box != spec.DEFAULT_BOX and config.server:
+        raise UsageError(f"--box {opts.box}: the server crops with its own box convention ({spec.DEFAULT_BOX}); "
+                         "drop --server to score with raw RetinaFace boxes")
     if config.server:
         if config.checkpoint or config.models:
             raise UsageError("--server scores with the server's models: drop --checkpoint / --models")
@@ -70,7 +78,15 @@ def make_scorer(opts: ScoreOptions, config: ScorerConfig):
 
 
 def scorer_for(runtime, opts: ScoreOptions, model_id: Optional[str] = None):
-    """The engine for a runtime: frames stay on the runtime's device when it works on tensors."""
+    """The engine for a runtime: frames stay on the runtime's device when it works on tensors; with
+    `--detector dlib` the seed's dlib detector on the CPU."""
+    if opts.detector == spec.DETECTOR_DLIB:
+        if getattr(runtime, "tensors", False):
+            raise UsageError("--detector dlib runs on the CPU only (dlib's HOG detector); it cannot be used with "
+                             f"the {getattr(runtime, 'name', 'torch')} runtime on {getattr(runtime, 'device', 'a device')}")
+        from .pipeline.dlib_scorer import DlibScorer
+
+        return DlibScorer(runtime, opts, model_id=model_id)
     if getattr(runtime, "tensors", False):
         from .pipeline.gpu_scorer import TorchScorer
 

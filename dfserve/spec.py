@@ -51,6 +51,29 @@ DETECTOR_NMS_IOU = 0.4
 DETECTOR_MAX_SIDE = 640  # frames are downscaled so their longer side is at most this for detection
 DETECTOR_MIN_FACE = 20  # pixels at full resolution; smaller boxes are ignored
 
+# Face box conventions. The seed cropped faces with dlib's HOG detector (face_recognition.face_locations:
+# upsample 1, trimmed to the image); RetinaFace's boxes are taller (forehead and chin) and sit higher, so
+# the classifier, trained on dlib framing, would see squashed faces. `seed` (the default) maps each
+# RetinaFace box (centre cx, cy, size w, h) to the box dlib would draw:
+#     cx' = cx + BOX_SEED_CENTER_SHIFT[0] * w     cy' = cy + BOX_SEED_CENTER_SHIFT[1] * h
+#     w'  = BOX_SEED_SIZE_RATIO[0] * w            h'  = BOX_SEED_SIZE_RATIO[1] * h
+# then trims it to the frame as face_recognition does. Fitted by least squares on real faces with
+# augmentation (benchmarks/fit_box_mapping.py; figures in benchmarks/results/box_mapping.json and the
+# README). `retinaface` keeps the detector's raw boxes.
+BOX_SEED = "seed"
+BOX_RETINAFACE = "retinaface"
+BOX_CONVENTIONS = (BOX_SEED, BOX_RETINAFACE)
+DEFAULT_BOX = BOX_SEED
+BOX_SEED_CENTER_SHIFT = (-0.0083, 0.0664)
+BOX_SEED_SIZE_RATIO = (1.0318, 0.7827)
+
+# Face detectors: RetinaFace (the engine's, batched, any runtime/device) or the seed's own dlib HOG
+# detector (`--detector dlib`: CPU only, one frame at a time, the first face in dlib's order; for
+# verdicts equal to the seed's to the last digit, at the seed's speed).
+DETECTOR_RETINAFACE = "retinaface"
+DETECTOR_DLIB = "dlib"
+DETECTORS = (DETECTOR_RETINAFACE, DETECTOR_DLIB)
+
 
 class T:
     """Tensor names: every model, ensemble map, client and python model uses these (never a literal)."""

@@ -17,6 +17,7 @@ import numpy as np
 from .._lazy import require
 from ..export.reference import SeedReference
 from ..pipeline.aggregate import Verdict
+from ..pipeline.dlib_faces import dlib_face_locations
 
 
 @dataclass
@@ -30,21 +31,6 @@ class SeedResult:
     detect_s: float
     model_s: float
     error: Optional[str] = None
-
-
-def dlib_face_locations() -> Callable[[np.ndarray], list]:
-    """face_recognition.face_locations(img) (model 'hog', upsample 1): [(top, right, bottom, left), ...]."""
-    dlib = require("dlib", "dlib-bin", "bench")
-    detector = dlib.get_frontal_face_detector()
-
-    def locate(img: np.ndarray) -> list:
-        h, w = img.shape[:2]
-        out = []
-        for r in detector(img, 1):
-            out.append((max(r.top(), 0), min(r.right(), w), min(r.bottom(), h), max(r.left(), 0)))
-        return out
-
-    return locate
 
 
 def opencv_frames(path: str):

@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from .. import spec
 from .detection import Detection
 from .engine import Scorer
 from .faces import locate_faces
@@ -40,12 +41,13 @@ def carry_boxes(n: int, detected: dict) -> List[Optional[Detection]]:
     return out
 
 
-def locate_every(detect_fn, frames: Sequence[np.ndarray], every: int, max_side: int, threshold: float):
+def locate_every(detect_fn, frames: Sequence[np.ndarray], every: int, max_side: int, threshold: float,
+                 box: str = spec.DEFAULT_BOX):
     n = len(frames)
     if every <= 1 or n <= 2:
-        return locate_faces(detect_fn, frames, max_side, threshold)
+        return locate_faces(detect_fn, frames, max_side, threshold, box)
     pos = sorted(set(range(0, n, every)) | {n - 1})
-    found = locate_faces(detect_fn, [frames[i] for i in pos], max_side, threshold)
+    found = locate_faces(detect_fn, [frames[i] for i in pos], max_side, threshold, box)
     return carry_boxes(n, dict(zip(pos, found)))
 
 
@@ -60,7 +62,8 @@ class DetectEveryScorer(Scorer):
         return None  # the detector input is made for the detected positions only, in locate()
 
     def locate(self, frames, prep=None) -> list:
-        found = locate_every(self.rt.detect, frames, self.every, self.opt.detect_max_side, self.opt.detect_threshold)
+        found = locate_every(self.rt.detect, frames, self.every, self.opt.detect_max_side, self.opt.detect_threshold,
+                             self.opt.box)
         return [[f] if f is not None else [] for f in found]
 
 

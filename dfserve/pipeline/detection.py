@@ -3,6 +3,8 @@
 Written against the operations numpy arrays and torch tensors share (arithmetic, indexing,
 `exp` through the array's own namespace), so the CPU path (numpy) and the GPU path (torch on
 CUDA) decode boxes identically. Coordinates are x1, y1, x2, y2 in the detector input's pixels.
+After NMS, the kept boxes are put in the requested box convention (`box_convention`: the seed's dlib
+framing by default) and scaled to frame pixels: what the crops, the tracker and the timeline use.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import List, Sequence
 import numpy as np
 
 from .. import spec
+from .box_convention import in_convention
 
 
 @lru_cache(maxsize=64)
@@ -84,8 +87,8 @@ class Detection:
 
 def detections(loc: np.ndarray, scores: np.ndarray, height: int, width: int,
                threshold: float = spec.DETECTOR_SCORE_THRESHOLD, iou: float = spec.DETECTOR_NMS_IOU,
-               scale: float = 1.0) -> List[List[Detection]]:
-    """Batch of raw detector outputs -> per-image lists of faces (boxes scaled by 1/scale)."""
+               scale: float = 1.0, box: str = spec.DEFAULT_BOX) -> List[List[Detection]]:
+    """Batch of raw detector outputs -> per-image lists of faces (boxes scaled by 1/scale, in convention `box`)."""
     pri = anchors(height, width)
     out = []
     for b in range(loc.shape[0]):
@@ -95,7 +98,8 @@ def detections(loc: np.ndarray, scores: np.ndarray, height: int, width: int,
             continue
         boxes = decode_boxes(loc[b, sel], pri[sel], height, width)
         keep = nms(boxes, scores[b, sel], iou)
-        out.append([Detection(boxes[k] / scale, float(scores[b, sel[k]])) for k in keep])
+        kept = in_convention(boxes[keep] / scale, box, frame_hw=(height / scale, width / scale))
+        out.append([Detection(kb, float(scores[b, sel[k]])) for kb, k in zip(kept, keep)])
     return out
 
 

@@ -113,7 +113,7 @@ class Scorer:
         x, scale = prep if prep is not None else detector_input(frames, self.opt.detect_max_side)
         loc, scores = self.rt.detect(x.astype(np.float32, copy=False))
         return faces_per_frame(loc, scores, x.shape[2], x.shape[3], scale, self.opt.detect_threshold,
-                               self.opt.faces, self.opt.min_face)
+                               self.opt.faces, self.opt.min_face, self.opt.box)
 
     def crop(self, frames, boxes) -> list:
         return list(crop_faces(frames, boxes, self.opt.margin))
@@ -330,6 +330,8 @@ def make_row(job: VideoJob, opts: ScoreOptions, model_id: str, tags: Optional[di
         "head": opts.head,
         "sample": str(opts.sample),
         "colors": opts.colors,
+        "detector": opts.detector,
+        "box_convention": opts.box_used,
         **(tags or {}),
         "elapsed_s": round(time.perf_counter() - job.t0, 3),
         "warning": job.stats.warning,

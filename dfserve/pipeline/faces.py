@@ -1,7 +1,8 @@
 """Face location and cropping on the CPU (numpy + PIL), per the seed's contract.
 
 Detection runs on frames downscaled so their longer side is at most `max_side` (the detector
-is run batched on all frames of a chunk); boxes are mapped back to full-resolution pixels. The
+is run batched on all frames of a chunk); boxes are mapped back to full-resolution pixels, in the
+seed's dlib framing by default (`box_convention`). The
 largest confident face is chosen and cropped `frame[top:bottom, left:right]` with no padding
 (the seed's), or with `margin` x box size added on each side when asked, then resized to 112x112
 (PIL bilinear, antialiased) and normalised with the ImageNet statistics, channel order BGR.
@@ -43,27 +44,28 @@ def detector_input(frames: Sequence[np.ndarray], max_side: int = spec.DETECTOR_M
 
 
 def choose_faces(loc: np.ndarray, scores: np.ndarray, height: int, width: int, scale: float,
-                 threshold: float = spec.DETECTOR_SCORE_THRESHOLD) -> List[Optional[Detection]]:
+                 threshold: float = spec.DETECTOR_SCORE_THRESHOLD, box: str = spec.DEFAULT_BOX) -> List[Optional[Detection]]:
     """Raw detector outputs for a batch (input size height x width) -> the chosen face of each image."""
-    return [choose_face(f) for f in detections(loc, scores, height, width, threshold=threshold, scale=scale)]
+    return [choose_face(f) for f in detections(loc, scores, height, width, threshold=threshold, scale=scale, box=box)]
 
 
 def faces_per_frame(loc: np.ndarray, scores: np.ndarray, height: int, width: int, scale: float,
                     threshold: float = spec.DETECTOR_SCORE_THRESHOLD, mode: str = "largest",
-                    min_face: float = spec.DETECTOR_MIN_FACE) -> List[List[Detection]]:
-    """Raw detector outputs -> the faces scored in each image: the largest one (`largest`) or all (`all`)."""
-    dets = detections(loc, scores, height, width, threshold=threshold, scale=scale)
+                    min_face: float = spec.DETECTOR_MIN_FACE, box: str = spec.DEFAULT_BOX) -> List[List[Detection]]:
+    """Raw detector outputs -> the faces scored in each image: the largest one (`largest`) or all (`all`),
+    boxes in convention `box` (the seed's dlib framing by default)."""
+    dets = detections(loc, scores, height, width, threshold=threshold, scale=scale, box=box)
     if mode == "all":
         return [all_faces(f, min_face) for f in dets]
     return [[c] if (c := choose_face(f, min_face)) is not None else [] for f in dets]
 
 
 def locate_faces(detect_fn, frames: Sequence[np.ndarray], max_side: int = spec.DETECTOR_MAX_SIDE,
-                 threshold: float = spec.DETECTOR_SCORE_THRESHOLD) -> List[Optional[Detection]]:
+                 threshold: float = spec.DETECTOR_SCORE_THRESHOLD, box: str = spec.DEFAULT_BOX) -> List[Optional[Detection]]:
     """Run `detect_fn(images) -> (loc, scores)` on frames of one size; one chosen face (or None) each."""
     x, scale = detector_input(frames, max_side)
     loc, scores = detect_fn(x)
-    return choose_faces(loc, scores, x.shape[2], x.shape[3], scale, threshold)
+    return choose_faces(loc, scores, x.shape[2], x.shape[3], scale, threshold, box)
 
 
 def crop_box(box: np.ndarray, height: int, width: int, margin: float = 0.0) -> Tuple[int, int, int, int]:

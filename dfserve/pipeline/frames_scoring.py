@@ -73,7 +73,7 @@ def detect_classify_stage(detect_fn: DetectFn, classify_fn: ClassifyFn, opts: Sc
         x, scale = detector_input(frames, opts.detect_max_side)
         loc, scores = detect_fn(x)
         faces = faces_per_frame(loc, scores, x.shape[2], x.shape[3], scale, opts.detect_threshold, opts.faces,
-                                opts.min_face)
+                                opts.min_face, opts.box)
         recs, todo = records_from_faces(indices, faces, opts.no_face, tracker)
         if todo:
             crops = crop_faces([frames[k] for _, k in todo], [r.box for r, _ in todo], opts.margin)

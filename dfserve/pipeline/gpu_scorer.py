@@ -213,7 +213,7 @@ class TorchScorer(Scorer):
         if index is not None:
             batch = batch.index_select(0, self._torch.as_tensor(index, device=batch.device))
         return self.rt.locate(batch, self.opt.detect_max_side, self.opt.detect_threshold, self.opt.faces,
-                              self.opt.min_face)
+                              self.opt.min_face, self.opt.box)
 
     def crop(self, frames, boxes) -> list:
         # The engine hands the kept frames of a chunk as a list of views of the decoded batch: crop them

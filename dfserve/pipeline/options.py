@@ -37,6 +37,8 @@ class ScoreOptions:
     min_face: float = spec.DETECTOR_MIN_FACE  # pixels (shorter side); smaller faces are ignored
     min_track: int = spec.DEFAULT_MIN_TRACK  # --faces all: shorter tracks are reported but do not decide
     colors: str = spec.DEFAULT_COLORS  # seed (BT.601 for every stream, as the seed's OpenCV) | stream (its own matrix)
+    box: str = spec.DEFAULT_BOX  # seed (RetinaFace boxes mapped to dlib's framing) | retinaface (raw boxes)
+    detector: str = spec.DETECTOR_RETINAFACE  # retinaface | dlib (the seed's HOG detector, CPU, first face)
 
     def __post_init__(self):
         if isinstance(self.sample, str):
@@ -54,6 +56,13 @@ class ScoreOptions:
             raise UsageError(f"--colors must be one of {', '.join(spec.COLORS)}, got {self.colors!r}")
         if self.faces == "all" and self.no_face == "frame":
             raise UsageError("--no-face frame (classify whole frames) applies to --faces largest, not --faces all")
+        if self.box not in spec.BOX_CONVENTIONS:
+            raise UsageError(f"--box must be one of {', '.join(spec.BOX_CONVENTIONS)}, got {self.box!r}")
+        if self.detector not in spec.DETECTORS:
+            raise UsageError(f"--detector must be one of {', '.join(spec.DETECTORS)}, got {self.detector!r}")
+        if self.detector == spec.DETECTOR_DLIB and self.faces != "largest":
+            raise UsageError(f"--detector dlib scores one face a frame (the first dlib finds, as the seed did): "
+                             f"use it with --faces largest, not --faces {self.faces}")
         if not 0 <= self.min_face <= 4096:
             raise UsageError(f"--min-face must be between 0 and 4096 pixels, got {self.min_face}")
         if int(self.min_track) < 1:
@@ -77,7 +86,14 @@ class ScoreOptions:
                    margin=args.margin, timeline=args.timeline, batch=args.batch,
                    detect_max_side=args.detect_size, decode_workers=args.decode_workers,
                    min_face=args.min_face, min_track=args.min_track,
-                   colors=getattr(args, "colors", spec.DEFAULT_COLORS)).validate()
+                   colors=getattr(args, "colors", spec.DEFAULT_COLORS),
+                   box=getattr(args, "box", spec.DEFAULT_BOX),
+                   detector=getattr(args, "detector", spec.DETECTOR_RETINAFACE)).validate()
+
+    @property
+    def box_used(self) -> str:
+        """The box convention of the crops: `dlib` (the seed's own detector), else `box` (seed | retinaface)."""
+        return "dlib" if self.detector == spec.DETECTOR_DLIB else self.box
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -149,9 +149,10 @@ class TorchRuntime:
 
     def locate(self, frames, max_side: int = spec.DETECTOR_MAX_SIDE,
                threshold: float = spec.DETECTOR_SCORE_THRESHOLD, mode: str = "largest",
-               min_face: float = spec.DETECTOR_MIN_FACE) -> list:
+               min_face: float = spec.DETECTOR_MIN_FACE, box: str = spec.DEFAULT_BOX) -> list:
         """uint8 BGR frames [B,H,W,3] on the device -> the faces scored in each frame (lists of Detection:
-        the largest one, or all with mode="all"), as `faces.faces_per_frame` gives them.
+        the largest one, or all with mode="all"; boxes in convention `box`), as `faces.faces_per_frame`
+        gives them.
 
         Thresholding and box decoding run on the device; only the candidates above the threshold
         (a few per frame) come back to the host, in one copy, for NMS and the face choice."""
@@ -164,7 +165,8 @@ class TorchRuntime:
 
             pri = self._priors[key] = self.torch.tensor(anchors(*key), device=self.device)
         return choose_from_candidates(*detector_candidates(loc, scores, pri, key[0], key[1], threshold),
-                                      n_images=x.shape[0], scale=scale, mode=mode, min_face=min_face)
+                                      n_images=x.shape[0], scale=scale, mode=mode, min_face=min_face, box=box,
+                                      input_hw=key)
 
 
 def frames_to_detector(frames, max_side: int = spec.DETECTOR_MAX_SIDE, channels_last: bool = False):
@@ -266,11 +268,15 @@ def detector_candidates(loc, scores, priors, height: int, width: int, threshold:
 
 
 def choose_from_candidates(packed: np.ndarray, n_images: int, scale: float, mode: str = "largest",
-                           min_face: float = spec.DETECTOR_MIN_FACE) -> list:
-    """Host side of detection: NMS of each image's candidates, then the faces scored in each image
-    (the same result as `faces.faces_per_frame` on the full outputs)."""
+                           min_face: float = spec.DETECTOR_MIN_FACE, box: str = spec.DEFAULT_BOX,
+                           input_hw=None) -> list:
+    """Host side of detection: NMS of each image's candidates, boxes put in convention `box` (trimmed to
+    the frame, `input_hw` / scale, when the detector input's size is given), then the faces scored in
+    each image (the same result as `faces.faces_per_frame` on the full outputs)."""
+    from .box_convention import in_convention
     from .detection import Detection, all_faces, choose_face, nms
 
+    frame_hw = None if input_hw is None else (input_hw[0] / scale, input_hw[1] / scale)
     out: List = [[] for _ in range(n_images)]
     if packed.shape[0] == 0:
         return out
@@ -282,7 +288,8 @@ def choose_from_candidates(packed: np.ndarray, n_images: int, scale: float, mode
             continue
         boxes, sc = rows[:, 2:6], rows[:, 1]
         keep = nms(boxes, sc)
-        dets = [Detection(boxes[i] / scale, float(sc[i])) for i in keep]
+        kept = in_convention(boxes[keep] / scale, box, frame_hw)
+        dets = [Detection(kb, float(sc[i])) for kb, i in zip(kept, keep)]
         if mode == "all":
             out[k] = all_faces(dets, min_face)
         else:

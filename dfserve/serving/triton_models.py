@@ -252,6 +252,7 @@ class FaceCrop(_Model):
         self.max_side = int(self.params.get("max_side", spec.DETECTOR_MAX_SIDE))
         self.threshold = float(self.params.get("score_threshold", spec.DETECTOR_SCORE_THRESHOLD))
         self.margin = float(self.params.get("margin", "0"))
+        self.box = self.params.get("box", spec.DEFAULT_BOX)  # face box convention (seed: dlib's framing)
 
     def run(self, x):
         from ..pipeline.faces import choose_faces, detector_size, faces_for_classifier
@@ -265,7 +266,7 @@ class FaceCrop(_Model):
             loc, scores = loc.float().cpu().numpy(), scores.float().cpu().numpy()
         if not (np.isfinite(loc).all() and np.isfinite(scores).all()):
             raise ValueError("detector outputs contain NaN or infinity")
-        chosen = choose_faces(loc, scores, h, w, scale, self.threshold)
+        chosen = choose_faces(loc, scores, h, w, scale, self.threshold, self.box)
         if self.cuda:
             from ..pipeline.torch_runtime import crop_resize
 
