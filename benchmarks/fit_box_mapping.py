@@ -42,7 +42,7 @@ from dfserve.nets.retinaface import shipped_onnx_bytes
 from dfserve.pipeline.detection import anchors, decode_boxes, nms
 from dfserve.pipeline.dlib_faces import css_to_box, dlib_face_locations
 from dfserve.pipeline.faces import detector_input
-from dfserve.pipeline.runtime import ort_session
+from dfserve.pipeline.runtimes.ort import ort_session
 from dfserve.pipeline.tracking import iou_matrix
 
 HERE = Path(__file__).parent

@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from dfserve.bench.run import machine_info, machine_slug
-    from dfserve.pipeline.runtime import default_threads
+    from dfserve.pipeline.runtimes.ort import default_threads
 
     def say(msg):
         print(f"ort_arena_ab: {msg}", file=sys.stderr, flush=True)

@@ -35,7 +35,7 @@ def corpus(d: Path):
     from dfserve.export.onnx_export import export_models
     from dfserve.pipeline.decode import DecodeStats, iter_frames, probe
     from dfserve.pipeline.faces import choose_faces, crop_box, detector_input
-    from dfserve.pipeline.runtime import OnnxRuntime
+    from dfserve.pipeline.runtimes.ort import OnnxRuntime
     from dfserve.pipeline.sampling import parse_policy
     from dfserve.export.checkpoint import random_seed_model, save_seed_checkpoint
 

@@ -131,7 +131,7 @@ def load_runtime(name: str, resolved: ResolvedModels, device: str = "cpu", threa
                  batch: int = spec.DEFAULT_CLASSIFIER_BATCH, checkpoint: Optional[Path] = None,
                  precision: str = "fp32"):
     """Build runtime `name` for the exported models. "auto": torch on CUDA; on the CPU the fastest installed
-    runtime that runs `precision` (pipeline/runtime_choice.py: OpenVINO, else onnxruntime)."""
+    runtime that runs `precision` (pipeline/runtimes/choice.py: OpenVINO, else onnxruntime)."""
     from .pipeline.runtime_choice import resolve_runtime
 
     device = device or "cpu"

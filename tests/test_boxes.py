@@ -14,7 +14,7 @@ from dfserve.pipeline.tracking import iou_matrix
 
 @pytest.fixture(scope="module")
 def ort(exported):
-    from dfserve.pipeline.runtime import OnnxRuntime
+    from dfserve.pipeline.runtimes.ort import OnnxRuntime
 
     return OnnxRuntime(exported.out_dir)
 
@@ -57,7 +57,7 @@ def test_box_conventions_retinaface_keeps_raw_boxes_and_unknown_ones_are_refused
 def test_torch_candidates_apply_the_same_mapping_as_the_numpy_path(ort):
     torch = pytest.importorskip("torch")
     from dfserve.pipeline.detection import anchors
-    from dfserve.pipeline.torch_runtime import choose_from_candidates, detector_candidates
+    from dfserve.pipeline.runtimes.torch_rt import choose_from_candidates, detector_candidates
 
     frames = samples.face_frames(3, 1280, 720, seed=6)
     x, scale = detector_input(frames)

@@ -47,7 +47,7 @@ def test_crop_resize_by_index_is_the_same_as_cropping_the_selection():
     import torch
 
     from dfserve.pipeline.faces import classifier_input, crop_faces
-    from dfserve.pipeline.torch_runtime import crop_resize
+    from dfserve.pipeline.runtimes.torch_rt import crop_resize
 
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 256, (5, 240, 320, 3), dtype=np.uint8)
@@ -84,7 +84,7 @@ def test_torch_locate_matches_the_host_detection_path(seed_model):
     import torch
 
     from dfserve.pipeline.faces import faces_per_frame
-    from dfserve.pipeline.torch_runtime import TorchRuntime
+    from dfserve.pipeline.runtimes.torch_rt import TorchRuntime
     from dfserve.samples import astronaut_bgr
 
     img = astronaut_bgr()

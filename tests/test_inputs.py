@@ -248,7 +248,7 @@ def test_truncated_faststart_mp4_is_scored_with_a_warning(exported, tmp_path):
 
     from dfserve import samples
     from dfserve.pipeline.engine import ScoreOptions, Scorer
-    from dfserve.pipeline.runtime import OnnxRuntime
+    from dfserve.pipeline.runtimes.ort import OnnxRuntime
 
     src = tmp_path / "src.mp4"
     samples.make_face_video(src, n_frames=60, width=320, height=180)

@@ -8,7 +8,7 @@ from dfserve.pipeline.decode import DecodeStats, iter_frames, probe
 from dfserve.pipeline.detection import Detection, all_faces
 from dfserve.pipeline.engine import ScoreOptions, Scorer
 from dfserve.pipeline.faces import classifier_input, crop_faces, detector_input, faces_per_frame
-from dfserve.pipeline.runtime import OnnxRuntime
+from dfserve.pipeline.runtimes.ort import OnnxRuntime
 from dfserve.pipeline.sampling import parse_policy
 from dfserve.pipeline.tracking import IoUTracker, iou_matrix
 

@@ -4,7 +4,7 @@ import pytest
 
 from dfserve.errors import ModelFilesError, UsageError
 from dfserve.pipeline.engine import ScoreOptions, Scorer
-from dfserve.pipeline.runtime import OnnxRuntime
+from dfserve.pipeline.runtimes.ort import OnnxRuntime
 from dfserve.pipeline.sampling import parse_policy
 
 pytest.importorskip("openvino")
@@ -17,7 +17,7 @@ def ort_runtime(exported):
 
 @pytest.fixture(scope="module")
 def ov_runtime(exported):
-    from dfserve.pipeline.runtime_openvino import OpenVinoRuntime
+    from dfserve.pipeline.runtimes.openvino import OpenVinoRuntime
 
     return OpenVinoRuntime(exported.out_dir, classifier_batch=8)
 
@@ -78,7 +78,7 @@ def test_scores_agree_with_onnxruntime_end_to_end(exported, videos):
 
 
 def test_auto_is_openvino_when_installed_and_pairs_are_checked():
-    from dfserve.pipeline.runtime_choice import resolve_runtime
+    from dfserve.pipeline.runtimes.choice import resolve_runtime
 
     assert resolve_runtime("auto", "fp32") == "openvino"
     assert resolve_runtime("auto", "bf16") == "openvino"
@@ -92,7 +92,7 @@ def test_auto_is_openvino_when_installed_and_pairs_are_checked():
 
 
 def test_missing_int8_variant_names_the_file_and_the_command(exported, tmp_path):
-    from dfserve.pipeline.runtime_openvino import OpenVinoRuntime
+    from dfserve.pipeline.runtimes.openvino import OpenVinoRuntime
 
     d = tmp_path / "no int8"
     d.mkdir()
@@ -120,7 +120,7 @@ def test_score_cli_accepts_runtime_and_precision():
 def test_triton_network_session_uses_the_configured_runtime(exported, ort_runtime, tmp_path):
     """The Triton cpu flavor's python models build their session with make_network_session (config params)."""
     from dfserve.errors import ModelFilesError
-    from dfserve.pipeline.runtime_choice import make_network_session
+    from dfserve.pipeline.runtimes.choice import make_network_session
     from dfserve.samples import calibration_faces
 
     v = tmp_path / "1"

@@ -6,7 +6,7 @@ from dfserve import spec
 from dfserve.errors import UsageError
 from dfserve.pipeline.decode import DecodeStats, find_videos, iter_frames, probe
 from dfserve.pipeline.engine import ScoreOptions, Scorer
-from dfserve.pipeline.runtime import OnnxRuntime
+from dfserve.pipeline.runtimes.ort import OnnxRuntime
 from dfserve.pipeline.sampling import parse_policy
 
 

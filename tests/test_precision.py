@@ -138,8 +138,8 @@ def test_calibration_crops_from_videos(exported, videos):
 
 
 def test_triton_int8_classifier_session_matches_the_embedded_runtime(variants, tmp_path):
-    from dfserve.pipeline.runtime_choice import make_network_session
-    from dfserve.pipeline.runtime_openvino import OpenVinoRuntime
+    from dfserve.pipeline.runtimes.choice import make_network_session
+    from dfserve.pipeline.runtimes.openvino import OpenVinoRuntime
     from dfserve.samples import calibration_faces
 
     d, _ = variants

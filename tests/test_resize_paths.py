@@ -9,7 +9,7 @@ from dfserve import spec
 from dfserve.pipeline.decode import DecodeStats, iter_frames, probe
 from dfserve.pipeline.engine import ScoreOptions, Scorer
 from dfserve.pipeline.faces import choose_faces, classifier_input, crop_box, detector_input
-from dfserve.pipeline.runtime import OnnxRuntime
+from dfserve.pipeline.runtimes.ort import OnnxRuntime
 from dfserve.pipeline.sampling import parse_policy
 
 torch = pytest.importorskip("torch")
@@ -22,7 +22,7 @@ def ort_runtime(exported):
 
 @pytest.fixture(scope="module")
 def torch_runtime(seed_model):
-    from dfserve.pipeline.torch_runtime import TorchRuntime
+    from dfserve.pipeline.runtimes.torch_rt import TorchRuntime
 
     return TorchRuntime(seed_model, device="cpu")
 

@@ -5,7 +5,7 @@ import pytest
 
 from dfserve.pipeline.chunk import FrameRecord, VideoTally, same_size_runs
 from dfserve.pipeline.engine import ScoreOptions, Scorer
-from dfserve.pipeline.runtime import OnnxRuntime
+from dfserve.pipeline.runtimes.ort import OnnxRuntime
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dfserve.pipeline.engine import ScoreOptions, Scorer
-from dfserve.pipeline.runtime import OnnxRuntime
+from dfserve.pipeline.runtimes.ort import OnnxRuntime
 from dfserve.pipeline.sampling import parse_policy
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
@@ -21,7 +21,7 @@ def ort_runtime(exported):
 @pytest.mark.parametrize("device", DEVICES)
 def test_torch_scorer_agrees_with_onnxruntime(device, seed_model, ort_runtime, videos):
     from dfserve.pipeline.gpu_scorer import TorchScorer
-    from dfserve.pipeline.torch_runtime import TorchRuntime
+    from dfserve.pipeline.runtimes.torch_rt import TorchRuntime
 
     rt = TorchRuntime(seed_model, device=device)
     paths = [videos[k]["path"] for k in ("face", "hevc", "noface", "corrupt")]
@@ -51,7 +51,7 @@ def test_crop_resize_gives_the_cpu_paths_bytes(device):
     import torch
 
     from dfserve.pipeline.faces import classifier_input, crop_faces
-    from dfserve.pipeline.torch_runtime import crop_resize
+    from dfserve.pipeline.runtimes.torch_rt import crop_resize
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (3, 300, 420, 3), dtype=np.uint8)
@@ -63,7 +63,7 @@ def test_crop_resize_gives_the_cpu_paths_bytes(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_classifier_matches_onnx_per_frame(device, seed_model, ort_runtime):
-    from dfserve.pipeline.torch_runtime import TorchRuntime
+    from dfserve.pipeline.runtimes.torch_rt import TorchRuntime
     from dfserve.samples import astronaut_face_crops, normalize_faces
 
     faces = normalize_faces(astronaut_face_crops(40, seed=5))

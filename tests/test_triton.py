@@ -11,7 +11,7 @@ from dfserve.client import DeepfakeClient
 from dfserve.client.remote import RemoteScorer
 from dfserve.errors import ServerError
 from dfserve.pipeline.engine import ScoreOptions, Scorer
-from dfserve.pipeline.runtime import OnnxRuntime
+from dfserve.pipeline.runtimes.ort import OnnxRuntime
 from dfserve.pipeline.sampling import parse_policy
 from dfserve.serving.repo import build_repo
 from dfserve.serving.server import TritonServer

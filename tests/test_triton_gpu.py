@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dfserve.pipeline.engine import ScoreOptions, Scorer
-from dfserve.pipeline.runtime import OnnxRuntime
+from dfserve.pipeline.runtimes.ort import OnnxRuntime
 from dfserve.pipeline.sampling import parse_policy
 
 pytestmark = [pytest.mark.gpu, pytest.mark.triton]

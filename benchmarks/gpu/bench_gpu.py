@@ -193,7 +193,7 @@ def _time(fn, dev: str, iters: int) -> float:
 def stage_models(args) -> dict:
     import torch
 
-    from dfserve.pipeline.torch_runtime import TorchRuntime
+    from dfserve.pipeline.runtimes.torch_rt import TorchRuntime
 
     dev = device(args)
     model = seed_model()
@@ -229,7 +229,7 @@ def _scorer(dev: str, fp16: bool, workers: int, sample: str = "all"):
     from dfserve.pipeline.gpu_scorer import TorchScorer
     from dfserve.pipeline.options import ScoreOptions
     from dfserve.pipeline.sampling import parse_policy
-    from dfserve.pipeline.torch_runtime import TorchRuntime
+    from dfserve.pipeline.runtimes.torch_rt import TorchRuntime
 
     rt = TorchRuntime(seed_model(), device=dev, fp16=fp16)
     opts = ScoreOptions(sample=parse_policy(sample), decode_workers=workers, batch=64 if dev != "cpu" else 16)
@@ -296,7 +296,7 @@ def stage_e2e(args) -> dict:
 def stage_agreement(args) -> dict:
     from dfserve.pipeline.engine import Scorer
     from dfserve.pipeline.options import ScoreOptions
-    from dfserve.pipeline.runtime import OnnxRuntime
+    from dfserve.pipeline.runtimes.ort import OnnxRuntime
     from dfserve.pipeline.sampling import parse_policy
 
     dev = device(args)

@@ -187,7 +187,7 @@ def _measure(args, srv, out, paths, models, np, input_data, _lib_dir, env, smoke
     from dfserve.client import DeepfakeClient
     from dfserve.pipeline.engine import Scorer
     from dfserve.pipeline.options import ScoreOptions
-    from dfserve.pipeline.runtime import OnnxRuntime
+    from dfserve.pipeline.runtimes.ort import OnnxRuntime
     from dfserve.pipeline.sampling import parse_policy
 
     url = srv.grpc_url

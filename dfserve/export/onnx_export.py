@@ -43,7 +43,7 @@ class ExportReport:
 
 
 def _ort_session(path: Path):
-    from ..pipeline.runtime import ort_session
+    from ..pipeline.runtimes.ort import ort_session
 
     return ort_session(path)
 
@@ -224,7 +224,7 @@ def validate_detector(path: Path) -> dict:
 
 
 def _ort_session_bytes(data: bytes):
-    from ..pipeline.runtime import ort_session
+    from ..pipeline.runtimes.ort import ort_session
 
     return ort_session(data)
 

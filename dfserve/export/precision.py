@@ -83,7 +83,7 @@ def crops_from_videos(videos: Sequence[str], models_dir: Path, per_video: int = 
     """Face crops (uint8 BGR [N,112,112,3]) cut from VIDEOS by the pipeline's own detector and cropper."""
     from ..pipeline.decode import DecodeStats, find_videos, iter_frames, probe
     from ..pipeline.faces import crop_faces, locate_faces
-    from ..pipeline.runtime import OnnxRuntime
+    from ..pipeline.runtimes.ort import OnnxRuntime
     from ..pipeline.sampling import parse_policy
 
     files = find_videos(list(videos))
@@ -195,12 +195,12 @@ class _Runner:
     def __init__(self, onnx_path: Path, runtime: str, precision: str, threads: Optional[int] = None):
         self.runtime = runtime
         if runtime == "openvino":
-            from ..pipeline.runtime_openvino import compile_onnx
+            from ..pipeline.runtimes.openvino import compile_onnx
 
             self.cm = compile_onnx(onnx_path, precision, threads, cache=False)
             self.req = self.cm.create_infer_request()
         else:
-            from ..pipeline.runtime import ort_session
+            from ..pipeline.runtimes.ort import ort_session
 
             self.sess = ort_session(onnx_path, threads or None)
 

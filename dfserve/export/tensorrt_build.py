@@ -83,7 +83,7 @@ def calibration_faces_from_videos(videos: Sequence[str], models_dir: Path, n: in
     """Real face crops from the user's videos, cut by the embedded pipeline (detector + seed crop)."""
     from ..pipeline.decode import DecodeStats, find_videos, iter_frames, probe
     from ..pipeline.faces import classifier_input, crop_faces, locate_faces
-    from ..pipeline.runtime import OnnxRuntime
+    from ..pipeline.runtimes.ort import OnnxRuntime
     from ..pipeline.sampling import parse_policy
 
     rt = OnnxRuntime(models_dir)
@@ -187,7 +187,7 @@ def run_engine(plan_path: Path, inputs: dict) -> dict:
 def build_engines(models_dir: str | Path, fp16: bool = False, int8: bool = False, calib: Sequence[str] = (),
                   tolerance: Optional[float] = None) -> dict:
     """Build frame_classifier.plan and face_detector.plan; check each against onnxruntime."""
-    from ..pipeline.runtime import OnnxRuntime
+    from ..pipeline.runtimes.ort import OnnxRuntime
     from ..samples import astronaut_bgr, astronaut_face_crops, normalize_faces
 
     models_dir = Path(models_dir)

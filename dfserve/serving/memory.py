@@ -7,7 +7,7 @@ Three causes, three fixes:
   2 s after requests, so the memory of the largest batches goes back to the OS;
 - onnxruntime's memory patterns (one plan and one whole-run block per input shape): off in the python models;
 - onnxruntime's CPU arena keeps the largest batch's memory: once a model has been idle for 2 s, `RELEASER` has
-  it shrunk (`release()` of `pipeline.runtime_choice.make_session`). The arena is NOT turned off: without it
+  it shrunk (`release()` of `pipeline.runtimes.choice.make_session`). The arena is NOT turned off: without it
   the detector ran 1.6-2.2x slower on 2 cores (its buffers page-faulted in anew on every run).
 
 Knobs (for measurements, A/B): DFSERVE_MALLOC_TRIM=0 (no malloc_trim), DFSERVE_ORT_RELEASE=0 (onnxruntime as

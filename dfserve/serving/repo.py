@@ -2,7 +2,7 @@
 
 Flavor `cpu`: every model is a python-backend model (onnxruntime on the CPU for the networks).
 Flavor `gpu`: every model is a python-backend model; the detector and classifier run in torch on the GPU
-(fp16, channels_last, CUDA graphs for the classifier: `dfserve.pipeline.torch_runtime`), the python models
+(fp16, channels_last, CUDA graphs for the classifier: `dfserve.pipeline.runtimes.torch_rt`), the python models
 run KIND_GPU and exchange GPU tensors through DLPack. Any tritonserver with the python backend and a
 CUDA torch serves it (the nvidia-pytriton wheel's binary included).
 Flavor `gpu-tensorrt`: as `gpu`, but the detector and classifier are `tensorrt_plan` models (NVIDIA's

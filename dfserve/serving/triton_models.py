@@ -173,7 +173,7 @@ class FacePrep(_Model):
 
     def run(self, x):
         if self.cuda:
-            from ..pipeline.torch_runtime import frames_to_detector
+            from ..pipeline.runtimes.torch_rt import frames_to_detector
 
             images, scale = frames_to_detector(x[T.FRAMES], self.max_side)
         else:
@@ -193,7 +193,7 @@ class NetworkModel(_Model):
     def setup(self):
         if self.cuda:
             return self._setup_torch()
-        from ..pipeline.runtime_choice import make_network_session  # runtime + precision from the config
+        from ..pipeline.runtimes.choice import make_network_session  # runtime + precision from the config
 
         threads = int(self.params.get("threads", "0")) or None
         self.out_names = [o.name for o in self.spec.outputs]
@@ -268,7 +268,7 @@ class FaceCrop(_Model):
             raise ValueError("detector outputs contain NaN or infinity")
         chosen = choose_faces(loc, scores, h, w, scale, self.threshold, self.box)
         if self.cuda:
-            from ..pipeline.torch_runtime import crop_resize
+            from ..pipeline.runtimes.torch_rt import crop_resize
 
             boxes_l = [c.box if c is not None else None for c in chosen]
             faces = crop_resize(frames, boxes_l, self.margin)

@@ -15,8 +15,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .. import spec
-from .._lazy import require
+from ... import spec
+from ..._lazy import require
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ class TorchRuntime:
         """`networks`: which of the two to build (a Triton model instance serves one of them; `seed_model` may
         then be None for a detector alone)."""
         torch = require("torch", extra="export")
-        from ..nets.retinaface import FaceDetector, load_from_onnx
-        from ..nets.seed_model import FrameClassifier
+        from ...nets.retinaface import FaceDetector, load_from_onnx
+        from ...nets.seed_model import FrameClassifier
 
         self.torch = torch
         self.device = torch.device(device)
@@ -161,7 +161,7 @@ class TorchRuntime:
         key = (x.shape[2], x.shape[3])
         pri = self._priors.get(key)
         if pri is None:
-            from .detection import anchors
+            from ..detection import anchors
 
             pri = self._priors[key] = self.torch.tensor(anchors(*key), device=self.device)
         return choose_from_candidates(*detector_candidates(loc, scores, pri, key[0], key[1], threshold),
@@ -176,7 +176,7 @@ def frames_to_detector(frames, max_side: int = spec.DETECTOR_MAX_SIDE, channels_
     keeps the frames' NHWC memory layout (what the detector on the GPU wants) instead of a copy to NCHW."""
     import torch.nn.functional as F
 
-    from .faces import detector_size
+    from ..faces import detector_size
 
     h, w, scale = detector_size(frames.shape[1], frames.shape[2], max_side)
     x = frames.permute(0, 3, 1, 2).float()
@@ -218,7 +218,7 @@ def crop_resize(frames, boxes: Sequence[Optional[np.ndarray]], margin: float = 0
     """
     import torch
 
-    from ..resize import resize_crops_torch
+    from ...resize import resize_crops_torch
 
     dev = frames.device
     n = len(boxes)
@@ -258,7 +258,7 @@ def detector_candidates(loc, scores, priors, height: int, width: int, threshold:
     above the threshold, boxes decoded on the device; one device-to-host copy for the whole batch."""
     import torch
 
-    from .detection import decode_boxes
+    from ..detection import decode_boxes
 
     nz = torch.nonzero(scores > threshold)
     b, a = nz[:, 0], nz[:, 1]
@@ -273,8 +273,8 @@ def choose_from_candidates(packed: np.ndarray, n_images: int, scale: float, mode
     """Host side of detection: NMS of each image's candidates, boxes put in convention `box` (trimmed to
     the frame, `input_hw` / scale, when the detector input's size is given), then the faces scored in
     each image (the same result as `faces.faces_per_frame` on the full outputs)."""
-    from .box_convention import in_convention
-    from .detection import Detection, all_faces, choose_face, nms
+    from ..box_convention import in_convention
+    from ..detection import Detection, all_faces, choose_face, nms
 
     frame_hw = None if input_hw is None else (input_hw[0] / scale, input_hw[1] / scale)
     out: List = [[] for _ in range(n_images)]
@@ -299,7 +299,7 @@ def choose_from_candidates(packed: np.ndarray, n_images: int, scale: float, mode
 
 
 def require_cuda_error():
-    from ..errors import MissingDependencyError
+    from ...errors import MissingDependencyError
 
     return MissingDependencyError("--device cuda needs an NVIDIA GPU and a CUDA build of torch; "
                                   "torch.cuda.is_available() is False on this machine")

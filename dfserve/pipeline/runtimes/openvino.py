@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import spec
-from .._lazy import require
-from ..errors import ModelFilesError, UsageError
-from .precisions import PRECISIONS
+from ... import spec
+from ..._lazy import require
+from ...errors import ModelFilesError, UsageError
+from ..precisions import PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,8 @@ class OpenVinoRuntime:
 
     def __init__(self, models_dir: str | Path, threads: int | None = None,
                  classifier_batch: int = spec.DEFAULT_CLASSIFIER_BATCH, precision: str = "fp32"):
-        from .model_files import model_id_from_metadata, read_metadata
-        from .precisions import classifier_file
+        from ..model_files import model_id_from_metadata, read_metadata
+        from ..precisions import classifier_file
 
         models_dir = Path(models_dir)
         if precision not in PRECISIONS:

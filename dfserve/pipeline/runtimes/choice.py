@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .. import spec
-from ..errors import UsageError
-from .precisions import PRECISIONS
+from ... import spec
+from ...errors import UsageError
+from ..precisions import PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,12 @@ def make_session(path: str | Path, runtime: str = "auto", precision: str = "fp32
     (`ort_session`). `run.release()` gives the memory the runtime keeps between runs back (onnxruntime: its
     arena, `shrink_arena`, skipped while a run is in flight; OpenVINO: nothing).
     """
-    from .runtime import default_threads
+    from .ort import default_threads
 
     rt = resolve_runtime(runtime, precision)
     threads = int(threads or default_threads())
     if rt == "openvino":
-        from .runtime_openvino import compile_onnx
+        from .openvino import compile_onnx
 
         cm = compile_onnx(path, precision, threads)
         req = cm.create_infer_request()
@@ -82,7 +82,7 @@ def make_session(path: str | Path, runtime: str = "auto", precision: str = "fp32
         return run
     import threading
 
-    from .runtime import ort_session, shrink_arena
+    from .ort import ort_session, shrink_arena
 
     sess = ort_session(path, threads, mem_pattern=mem_pattern)
     names = list(output_names or [o.name for o in sess.get_outputs()])
@@ -121,7 +121,7 @@ def make_network_session(version_dir: str | Path, classifier: bool, runtime: str
     name = "model.int8.onnx" if (classifier and precision == "int8") else "model.onnx"
     path = Path(version_dir) / name
     if not path.is_file():
-        from ..errors import ModelFilesError
+        from ...errors import ModelFilesError
 
         raise ModelFilesError(f"{path}: missing (precision {precision}: `dfserve export --precision {precision}`, "
                               "then `dfserve repo build --models DIR`)")

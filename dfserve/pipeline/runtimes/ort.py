@@ -21,8 +21,8 @@ from typing import Protocol, Tuple, Union, runtime_checkable
 
 import numpy as np
 
-from .. import spec
-from .model_files import model_id_from_metadata, read_metadata
+from ... import spec
+from ..model_files import model_id_from_metadata, read_metadata
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,8 @@ class OnnxRuntime:
 
 def _classifier_file(models_dir: Path, precision: str) -> Path:
     """fp32: frame_classifier.onnx; int8: the QDQ variant written by `dfserve export --precision int8`."""
-    from ..errors import ModelFilesError, UsageError
-    from .precisions import classifier_file
+    from ...errors import ModelFilesError, UsageError
+    from ..precisions import classifier_file
 
     if precision == "bf16":
         raise UsageError("--precision bf16 runs in OpenVINO only: use --runtime openvino (pip install "
