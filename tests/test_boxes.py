@@ -54,10 +54,10 @@ def test_box_conventions_retinaface_keeps_raw_boxes_and_unknown_ones_are_refused
         ScoreOptions(box="tight").validate()
 
 
-def test_torch_candidates_apply_the_same_mapping_as_the_numpy_path(ort):
+def test_device_location_applies_the_same_mapping_as_the_numpy_path(ort):
     torch = pytest.importorskip("torch")
+    from dfserve.pipeline import device_faces
     from dfserve.pipeline.detection import anchors
-    from dfserve.pipeline.runtimes.torch_rt import choose_from_candidates, detector_candidates
 
     frames = samples.face_frames(3, 1280, 720, seed=6)
     x, scale = detector_input(frames)
@@ -65,9 +65,9 @@ def test_torch_candidates_apply_the_same_mapping_as_the_numpy_path(ort):
     h, w = x.shape[2], x.shape[3]
     for box in spec.BOX_CONVENTIONS:
         want = faces_per_frame(loc, scores, h, w, scale, box=box)
-        packed = detector_candidates(torch.from_numpy(loc), torch.from_numpy(scores), torch.tensor(anchors(h, w)),
-                                     h, w, spec.DETECTOR_SCORE_THRESHOLD)
-        got = choose_from_candidates(*packed, n_images=len(frames), scale=scale, box=box, input_hw=(h, w))
+        rows = device_faces.locate(torch.from_numpy(loc), torch.from_numpy(scores), torch.tensor(anchors(h, w)),
+                                   h, w, scale, box=box)
+        got = device_faces.to_detections(rows, len(frames))
         assert [len(f) for f in got] == [len(f) for f in want] == [1, 1, 1]
         for g, e in zip(got, want):
             np.testing.assert_allclose(g[0].box, e[0].box, atol=1e-3)

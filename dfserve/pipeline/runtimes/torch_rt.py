@@ -17,6 +17,7 @@ import numpy as np
 
 from ... import spec
 from ..._lazy import require
+from .. import device_faces
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +155,8 @@ class TorchRuntime:
         the largest one, or all with mode="all"; boxes in convention `box`), as `faces.faces_per_frame`
         gives them.
 
-        Thresholding and box decoding run on the device; only the candidates above the threshold
-        (a few per frame) come back to the host, in one copy, for NMS and the face choice."""
+        Thresholding, box decoding, NMS of the whole batch, the box convention and the face choice run on
+        the device (`pipeline/device_faces.py`); only the chosen boxes come back to the host, in one copy."""
         x, scale = self.frames_to_detector(frames, max_side)
         loc, scores = self.detect_tensor(x)
         key = (x.shape[2], x.shape[3])
@@ -164,9 +165,9 @@ class TorchRuntime:
             from ..detection import anchors
 
             pri = self._priors[key] = self.torch.tensor(anchors(*key), device=self.device)
-        return choose_from_candidates(*detector_candidates(loc, scores, pri, key[0], key[1], threshold),
-                                      n_images=x.shape[0], scale=scale, mode=mode, min_face=min_face, box=box,
-                                      input_hw=key)
+        rows = device_faces.locate(loc, scores, pri, key[0], key[1], scale, threshold, box=box, min_face=min_face,
+                                   mode=mode)
+        return device_faces.to_detections(rows, x.shape[0])  # the chunk's one device-to-host copy of boxes
 
 
 def frames_to_detector(frames, max_side: int = spec.DETECTOR_MAX_SIDE, channels_last: bool = False):
@@ -251,51 +252,6 @@ def normalize_faces_torch(crops):
     x = x - torch.tensor(np.asarray(spec.NORM_MEAN, np.float32), device=dev)
     x = x / torch.tensor(np.asarray(spec.NORM_STD, np.float32), device=dev)
     return x.permute(0, 3, 1, 2).contiguous()
-
-
-def detector_candidates(loc, scores, priors, height: int, width: int, threshold: float):
-    """Detector outputs on the device -> numpy [M,6] rows (image, score, x1, y1, x2, y2) of the anchors
-    above the threshold, boxes decoded on the device; one device-to-host copy for the whole batch."""
-    import torch
-
-    from ..detection import decode_boxes
-
-    nz = torch.nonzero(scores > threshold)
-    b, a = nz[:, 0], nz[:, 1]
-    boxes = decode_boxes(loc[b, a], priors[a], height, width)
-    packed = torch.cat([b.to(boxes.dtype).unsqueeze(1), scores[b, a].unsqueeze(1), boxes], 1)
-    return (packed.cpu().numpy(),)
-
-
-def choose_from_candidates(packed: np.ndarray, n_images: int, scale: float, mode: str = "largest",
-                           min_face: float = spec.DETECTOR_MIN_FACE, box: str = spec.DEFAULT_BOX,
-                           input_hw=None) -> list:
-    """Host side of detection: NMS of each image's candidates, boxes put in convention `box` (trimmed to
-    the frame, `input_hw` / scale, when the detector input's size is given), then the faces scored in
-    each image (the same result as `faces.faces_per_frame` on the full outputs)."""
-    from ..box_convention import in_convention
-    from ..detection import Detection, all_faces, choose_face, nms
-
-    frame_hw = None if input_hw is None else (input_hw[0] / scale, input_hw[1] / scale)
-    out: List = [[] for _ in range(n_images)]
-    if packed.shape[0] == 0:
-        return out
-    img = packed[:, 0].astype(np.int64)
-    cuts = np.searchsorted(img, np.arange(n_images + 1))
-    for k in range(n_images):
-        rows = packed[cuts[k]:cuts[k + 1]]
-        if rows.shape[0] == 0:
-            continue
-        boxes, sc = rows[:, 2:6], rows[:, 1]
-        keep = nms(boxes, sc)
-        kept = in_convention(boxes[keep] / scale, box, frame_hw)
-        dets = [Detection(kb, float(sc[i])) for kb, i in zip(kept, keep)]
-        if mode == "all":
-            out[k] = all_faces(dets, min_face)
-        else:
-            c = choose_face(dets, min_face)
-            out[k] = [c] if c is not None else []
-    return out
 
 
 def require_cuda_error():

@@ -1,0 +1,143 @@
+"""Face location on the frames' device, batched over a whole chunk: the torch hot path's detect stage.
+
+Detector outputs [B,A,...] -> anchors above the threshold -> boxes decoded -> non-maximum suppression of all
+images at once (`torchvision.ops.batched_nms` with the image index as the group, or the same greedy rule in
+plain torch where torchvision is not installed) -> boxes in the seed's convention (`box_convention`) ->
+the faces scored per image (the largest, or all largest first) — with no Python loop over frames or faces
+and nothing copied to the host but the final boxes (one small copy per chunk). It gives what the CPU
+path's `detection.detections` + `choose_face` / `all_faces` give on the same detector outputs
+(tests/test_device_faces.py).
+"""
+from __future__ import annotations
+
+import logging
+from typing import List, Optional, Tuple
+
+from .. import spec
+
+log = logging.getLogger(__name__)
+
+
+def _torchvision_nms():
+    """torchvision.ops.batched_nms where torchvision imports (the GPU machines), else None."""
+    try:
+        from torchvision.ops import batched_nms
+    except Exception:  # noqa: BLE001 - absent, or a wheel built for another torch: the plain torch rule is used
+        return None
+    return batched_nms
+
+
+_TV = None  # cached: torchvision's batched_nms, or False where it does not import
+
+
+def batched_nms(boxes, scores, groups, iou: float = spec.DETECTOR_NMS_IOU, use_torchvision: Optional[bool] = None):
+    """Greedy NMS within each group (the image index), every group at once -> kept indices, by descending score.
+
+    A box is dropped when its IoU with a kept, higher-scoring box of its group is above `iou`: the rule of
+    `detection.nms` and of torchvision's batched_nms (used when installed, unless `use_torchvision` is False)."""
+    global _TV
+    import torch
+
+    if use_torchvision is not False:
+        if _TV is None:
+            _TV = _torchvision_nms() or False
+        if _TV:
+            return _TV(boxes, scores, groups, iou)
+        if use_torchvision:
+            raise RuntimeError("torchvision.ops.batched_nms is not available here")
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    order = torch.argsort(scores, descending=True, stable=True)
+    b, g = boxes[order], groups[order]
+    area = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.maximum(b[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(b[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    ious = inter / (area[:, None] + area[None, :] - inter).clamp(min=1e-9)
+    # suppresses[j, i]: j comes before i (higher score), same image, overlapping
+    earlier = torch.ones(n, n, dtype=torch.bool, device=boxes.device).triu(1)
+    sup = (ious > iou) & (g[:, None] == g[None, :]) & earlier
+    keep = torch.ones(n, dtype=torch.bool, device=boxes.device)
+    # the greedy rule is the fixed point of keep[i] = no kept j < i suppresses i; iterating from "keep all",
+    # after k rounds the first k entries are final: a few rounds in practice (chains of suppression are short)
+    for _ in range(n):
+        new = ~(sup & keep[:, None]).any(0)
+        if torch.equal(new, keep):
+            break
+        keep = new
+    return order[keep]
+
+
+def to_seed_boxes(boxes, frame_hw: Optional[Tuple[float, float]] = None):
+    """`box_convention.to_seed_boxes` on a tensor: the same operations in the same order (float32)."""
+    import torch
+
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    (sx, sy), (rw, rh) = spec.BOX_SEED_CENTER_SHIFT, spec.BOX_SEED_SIZE_RATIO
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2 + sx * w
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2 + sy * h
+    nw, nh = rw * w, rh * h
+    out = torch.stack([cx - nw / 2, cy - nh / 2, cx + nw / 2, cy + nh / 2], -1).to(boxes.dtype)
+    if frame_hw is not None:
+        out[:, 0:2] = out[:, 0:2].clamp(min=0)
+        out[:, 2] = out[:, 2].clamp(max=float(frame_hw[1]))
+        out[:, 3] = out[:, 3].clamp(max=float(frame_hw[0]))
+    return out
+
+
+def locate(loc, scores, priors, height: int, width: int, scale: float,
+           threshold: float = spec.DETECTOR_SCORE_THRESHOLD, iou: float = spec.DETECTOR_NMS_IOU,
+           box: str = spec.DEFAULT_BOX, min_face: float = spec.DETECTOR_MIN_FACE, mode: str = "largest",
+           limit: int = spec.MAX_FACES_PER_FRAME, use_torchvision: Optional[bool] = None):
+    """Detector outputs of one batch (detector input height x width, frames `scale` times that) -> faces.
+
+    Returns rows [M,6] on the device: (image, score, x1, y1, x2, y2) in frame pixels and convention `box`,
+    ordered by image, then largest first (ties: higher score); `largest` keeps one row per image with a
+    face, `all` at most `limit`. Everything stays on the device."""
+    import torch
+
+    from .box_convention import check_box_convention
+    from .detection import decode_boxes
+
+    check_box_convention(box)
+    nz = torch.nonzero(scores > threshold)
+    img, a = nz[:, 0], nz[:, 1]
+    sc = scores[img, a]
+    boxes = decode_boxes(loc[img, a], priors[a], height, width)
+    keep = batched_nms(boxes, sc, img, iou, use_torchvision)
+    img, sc, boxes = img[keep], sc[keep], boxes[keep] / scale
+    if box == spec.BOX_SEED:
+        boxes = to_seed_boxes(boxes, (height / scale, width / scale))
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    ok = torch.minimum(w, h) >= min_face
+    img, sc, boxes = img[ok], sc[ok], boxes[ok]
+    area = w[ok].clamp(min=0) * h[ok].clamp(min=0)
+    # order: image ascending, then area descending, then score descending (stable sorts, least key first)
+    o = torch.argsort(sc, descending=True, stable=True)
+    o = o[torch.argsort(area[o], descending=True, stable=True)]
+    o = o[torch.argsort(img[o], stable=True)]
+    img, sc, boxes = img[o], sc[o], boxes[o]
+    if img.numel():
+        first = torch.ones_like(img, dtype=torch.bool)
+        first[1:] = img[1:] != img[:-1]
+        start = torch.cummax(torch.where(first, torch.arange(img.numel(), device=img.device), 0), 0).values
+        rank = torch.arange(img.numel(), device=img.device) - start
+        sel = rank < (1 if mode != "all" else limit)
+        img, sc, boxes = img[sel], sc[sel], boxes[sel]
+    return torch.cat([img.to(boxes.dtype).unsqueeze(1), sc.unsqueeze(1), boxes], 1)
+
+
+def to_detections(rows, n_images: int) -> List[list]:
+    """Rows from `locate` (one device-to-host copy) -> per image, a list of `detection.Detection`."""
+    import numpy as np
+
+    from .detection import Detection
+
+    r = rows.detach().cpu().numpy()
+    out: List[list] = [[] for _ in range(n_images)]
+    img = r[:, 0].astype(np.int64)
+    for i, s, b in zip(img.tolist(), r[:, 1].tolist(), r[:, 2:6]):
+        out[i].append(Detection(b.astype(np.float32), float(s)))
+    return out

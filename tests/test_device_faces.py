@@ -1,0 +1,76 @@
+"""The device-side detect stage (pipeline/device_faces.py) against the CPU path's post-processing, on the
+same real detector outputs: batched NMS, box convention, largest / all faces. One test body per device."""
+import numpy as np
+import pytest
+
+from dfserve import samples, spec
+from dfserve.pipeline.detection import anchors, decode_boxes, nms
+from dfserve.pipeline.faces import detector_input, faces_per_frame
+
+torch = pytest.importorskip("torch")
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture(scope="module")
+def outputs(exported, tmp_path_factory):
+    import av
+
+    from dfserve.pipeline.runtimes.ort import OnnxRuntime
+
+    rt = OnnxRuntime(exported.out_dir)
+    crowd = tmp_path_factory.mktemp("crowd") / "crowd.mp4"
+    samples.make_crowd_video(crowd, rows=2, cols=3, n_frames=2, width=640, height=360)
+    with av.open(str(crowd)) as c:
+        group = next(c.decode(video=0)).to_ndarray(format="bgr24")
+    # faces of several sizes, one frame without a face, a frame with six people
+    frames = samples.face_frames(4, 640, 360, seed=3) + [np.full((360, 640, 3), 90, np.uint8), group]
+    x, scale = detector_input(frames)
+    loc, scores = rt.detect(x)
+    return loc, scores, x.shape[2], x.shape[3], scale
+
+
+def _dev(device):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    return device
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_nms_keeps_what_the_greedy_host_nms_keeps(outputs, device):
+    from dfserve.pipeline.device_faces import batched_nms
+
+    loc, scores, h, w, _ = outputs
+    pri = anchors(h, w)
+    img, a = np.nonzero(scores > 0.05)  # a low threshold: many overlapping candidates per face
+    boxes = decode_boxes(loc[img, a], pri[a], h, w)
+    sc = scores[img, a]
+    t = lambda v: torch.from_numpy(np.ascontiguousarray(v)).to(_dev(device))  # noqa: E731
+    for tv in (False, None):  # plain torch; torchvision's where it imports
+        keep = batched_nms(t(boxes), t(sc), t(img), spec.DETECTOR_NMS_IOU, use_torchvision=tv).cpu().numpy()
+        got = sorted(map(tuple, np.stack([img[keep], a[keep]], 1)))
+        want = []
+        for k in np.unique(img):
+            sel = np.nonzero(img == k)[0]
+            want += [(k, a[sel[j]]) for j in nms(boxes[sel], sc[sel], spec.DETECTOR_NMS_IOU)]
+        assert got == sorted(want) and len(want) > len(np.unique(img))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", ["largest", "all"])
+@pytest.mark.parametrize("box", spec.BOX_CONVENTIONS)
+def test_device_location_equals_the_cpu_path(outputs, device, mode, box):
+    from dfserve.pipeline import device_faces
+
+    loc, scores, h, w, scale = outputs
+    dev = _dev(device)
+    rows = device_faces.locate(torch.from_numpy(loc).to(dev), torch.from_numpy(scores).to(dev),
+                               torch.from_numpy(anchors(h, w)).to(dev), h, w, scale, box=box, mode=mode)
+    assert rows.device.type == dev  # nothing left the device
+    got = device_faces.to_detections(rows, loc.shape[0])
+    want = faces_per_frame(loc, scores, h, w, scale, mode=mode, box=box)
+    assert [len(g) for g in got] == [len(x) for x in want] and len(want[4]) == 0
+    assert len(want[5]) >= (4 if mode == "all" else 1)
+    for gs, ws in zip(got, want):
+        for g, e in zip(gs, ws):
+            np.testing.assert_allclose(g.box, e.box, atol=1e-3)
+            assert abs(g.score - e.score) < 1e-6
