@@ -148,26 +148,39 @@ def _check(img: np.ndarray) -> np.ndarray:
     return img
 
 
-def resize_uint8(img: np.ndarray, size: int = spec.FACE_SIZE) -> np.ndarray:
-    """uint8 [H,W,C] (or [H,W]) -> uint8 [size,size,C]: the seed's resize (module docstring), in numpy."""
+def output_hw(size) -> Tuple[int, int]:
+    """`size` (an int: a square, or (height, width)) -> (height, width)."""
+    if isinstance(size, (tuple, list)):
+        oh, ow = int(size[0]), int(size[1])
+    else:
+        oh = ow = int(size)
+    if oh < 1 or ow < 1:
+        raise ImageShapeError(f"resize: the output size must be at least 1x1, got {size!r}")
+    return oh, ow
+
+
+def resize_uint8(img: np.ndarray, size=spec.FACE_SIZE) -> np.ndarray:
+    """uint8 [H,W,C] (or [H,W]) -> uint8 [oh,ow,C] (`size`: an int for a square, or (oh, ow)): the seed's
+    resize (module docstring), in numpy."""
     img = _check(img)
+    oh, ow = output_hw(size)
     gray = img.ndim == 2
     if gray:
         img = img[:, :, None]
     h, w, c = img.shape
-    bx, by = _band(w, size), _band(h, size)
+    bx, by = _band(w, ow), _band(h, oh)
     # horizontal pass: its lines are the input's columns, each holding (channel, row)
     lines = _buffer("lines", (bx.padded, c * h))
     np.copyto(lines[:w].reshape(w * c, h), img.reshape(h, w * c).T)  # uint8 -> float64, 2-D transpose
     lines[w:] = 0.0
-    across = _banded_product(bx, lines, "across")[:size].reshape(size * c, h)  # rows (column, channel)
+    across = _banded_product(bx, lines, "across")[:ow].reshape(ow * c, h)  # rows (column, channel)
     # vertical pass: its lines are the rows of the 8-bit intermediate image, each holding (column, channel)
-    lines = _buffer("lines_down", (by.padded, size * c))
+    lines = _buffer("lines_down", (by.padded, ow * c))
     np.floor(across.T, out=lines[:h])  # (acc + HALF) >> 22, transposed on the way
     if bx.clip:
         np.minimum(lines[:h], 255.0, out=lines[:h])
     lines[h:] = 0.0
-    out = _banded_product(by, lines, "down")[:size].reshape(size, size, c)
+    out = _banded_product(by, lines, "down")[:oh].reshape(oh, ow, c)
     if by.clip:
         np.minimum(out, 255.5, out=out)
     out = out.astype(np.uint8)  # truncation of acc + 1/2 = the floor of (acc + HALF) >> 22
@@ -203,9 +216,10 @@ def _round8(x):
     return x.add_(0.5).floor_().clamp_(max=255.0)  # (acc + HALF) >> 22 on scaled weights, Pillow's clip
 
 
-def resize_crops_torch(frames, fidx, tblr: np.ndarray, size: int = spec.FACE_SIZE):
+def resize_crops_torch(frames, fidx, tblr: np.ndarray, size=spec.FACE_SIZE):
     """Crop k = frames[fidx[k], top:bottom, left:right] (tblr[k] = top, bottom, left, right), resized
-    to size x size exactly as `resize_uint8` does -> uint8 [n,size,size,C] on the frames' device.
+    to `size` (an int: square, or (oh, ow)) exactly as `resize_uint8` does -> uint8 [n,oh,ow,C] on the
+    frames' device.
 
     frames: uint8 [N,H,W,C] tensor on any device; fidx: long tensor [n] (same device); tblr: int
     numpy [n,4] inside the frames. One gather of the crops padded to the largest, then the two passes
@@ -213,11 +227,12 @@ def resize_crops_torch(frames, fidx, tblr: np.ndarray, size: int = spec.FACE_SIZ
     import torch
 
     tblr = np.asarray(tblr, np.int64).reshape(-1, 4)
+    oh, ow = output_hw(size)
     n = tblr.shape[0]
     dev = frames.device
     c = frames.shape[3]
     if n == 0:
-        return torch.empty(0, size, size, c, dtype=torch.uint8, device=dev)
+        return torch.empty(0, oh, ow, c, dtype=torch.uint8, device=dev)
     hs, ws = tblr[:, 1] - tblr[:, 0], tblr[:, 3] - tblr[:, 2]
     if (hs < 1).any() or (ws < 1).any() or (tblr[:, 0] < 0).any() or (tblr[:, 2] < 0).any() \
             or (tblr[:, 1] > frames.shape[1]).any() or (tblr[:, 3] > frames.shape[2]).any():
@@ -235,8 +250,8 @@ def resize_crops_torch(frames, fidx, tblr: np.ndarray, size: int = spec.FACE_SIZ
         cols = torch.clamp(t[:, 2:3] + torch.arange(wm, device=dev).view(1, -1), max=frames.shape[2] - 1)
         crops = frames[fidx.view(-1, 1, 1), rows.view(-1, hm, 1), cols.view(-1, 1, wm)]  # [n,hm,wm,C]
     x = crops.permute(0, 3, 1, 2).to(torch.float64)  # [n,C,hm,wm]; padding meets zero weights
-    wx = _padded_weights(torch, ws, size, wm, dev).transpose(1, 2).unsqueeze(1)  # [n,1,wm,size]
-    wy = _padded_weights(torch, hs, size, hm, dev).unsqueeze(1)  # [n,1,size,hm]
-    across = _round8(torch.matmul(x, wx))  # horizontal pass first: [n,C,hm,size]
-    out = _round8(torch.matmul(wy, across))  # [n,C,size,size]
+    wx = _padded_weights(torch, ws, ow, wm, dev).transpose(1, 2).unsqueeze(1)  # [n,1,wm,ow]
+    wy = _padded_weights(torch, hs, oh, hm, dev).unsqueeze(1)  # [n,1,oh,hm]
+    across = _round8(torch.matmul(x, wx))  # horizontal pass first: [n,C,hm,ow]
+    out = _round8(torch.matmul(wy, across))  # [n,C,oh,ow]
     return out.to(torch.uint8).permute(0, 2, 3, 1).contiguous()

@@ -74,3 +74,19 @@ def test_device_location_equals_the_cpu_path(outputs, device, mode, box):
         for g, e in zip(gs, ws):
             np.testing.assert_allclose(g.box, e.box, atol=1e-3)
             assert abs(g.score - e.score) < 1e-6
+
+
+@pytest.mark.parametrize("hw", [(720, 1280), (1080, 1920), (1280, 720), (480, 854), (272, 480)])
+def test_detector_input_is_the_same_bytes_on_every_path(hw):
+    """The CPU path downscales with Pillow, the torch path with dfserve.resize on the device: for the
+    detector's aspect-kept downscales the two are the same definition (Pillow only reorders its passes
+    for crops shrunk much more vertically), so both detect on identical pixels."""
+    from dfserve.pipeline.runtimes.torch_rt import frames_to_detector
+    from dfserve.resize import resize_uint8
+
+    frames = samples.face_frames(2, hw[1], hw[0], seed=5)
+    want, scale = detector_input(frames)
+    got, s2 = frames_to_detector(torch.from_numpy(np.stack(frames)))
+    assert s2 == scale and got.dtype == torch.float32 and np.array_equal(got.numpy(), want)
+    if scale < 1.0:
+        assert np.array_equal(resize_uint8(frames[0], want.shape[2:]), want[0].transpose(1, 2, 0).astype(np.uint8))

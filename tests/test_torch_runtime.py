@@ -28,22 +28,35 @@ def test_torch_scorer_agrees_with_onnxruntime(device, seed_model, ort_runtime, v
     opts = dict(sample=parse_policy("every:3"), timeline=True)
     want = {r["path"]: r for r in Scorer(ort_runtime, ScoreOptions(**opts)).score(paths)}
     got = {r["path"]: r for r in TorchScorer(rt, ScoreOptions(**opts)).score(paths)}
+    worst_dp, worst_iou = 0.0, 1.0
     for p in paths:
         w, g = want[p], got[p]
         assert (w["error"] or {}).get("type") == (g["error"] or {}).get("type")
         assert w["frames_scored"] == g["frames_scored"]
         if w["p_fake"] is not None:
-            # the crops are bit-exact for equal boxes (test below), but the torch detector's boxes differ from
-            # onnxruntime's by up to ~2 px, and the seeded random weights are chaotic: a 1 px shift of a crop
-            # moves its p_fake by ~0.1. So the video verdicts are compared loosely here; the parts tightly below.
-            # (The bar for fp16 on the GPU, 1e-2, needs trained weights and a GPU to check.)
-            assert abs(w["p_fake"] - g["p_fake"]) < 0.1
+            worst_dp = max(worst_dp, abs(w["p_fake"] - g["p_fake"]))
             for a, b in zip(w["timeline"], g["timeline"]):
                 assert (a[2] is None) == (b[2] is None)
                 if a[2] is not None:
-                    # boxes, pixels; on the GPU the detector runs in fp16 on NVDEC's colour conversion:
-                    # seen on an H200, 2.6 px on a 94x122 px face
-                    assert np.allclose(a[2], b[2], atol=2.0 if device == "cpu" else 4.0)
+                    worst_iou = min(worst_iou, _iou(a[2], b[2]))
+    print(f"torch ({device}) vs onnxruntime: max |dp_fake| {worst_dp:.2e}, min box IoU {worst_iou:.4f}")
+    if device == "cpu":
+        # the same detector input bytes (dfserve.resize on both paths), torch vs onnxruntime fp32 convolutions
+        # (~1e-5), the same NMS / convention / choice, bit-exact crops: the bars (IoU >= 0.99, 1e-3)
+        assert worst_iou >= 0.99 and worst_dp <= 1e-3
+    else:
+        # fp16 on NVDEC frames: seen on an H200, 2.6 px on a 94x122 px face, p_fake within 0.0072 on
+        # seeded random weights (benchmarks/results/*-nvidia-h200/stage-agreement.json)
+        assert worst_iou >= 0.9 and worst_dp < 0.1
+
+
+def _iou(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -173,16 +173,21 @@ class TorchRuntime:
 def frames_to_detector(frames, max_side: int = spec.DETECTOR_MAX_SIDE, channels_last: bool = False):
     """uint8 BGR frames [B,H,W,3] (tensor, any device) -> detector input [B,3,h,w] float, and the scale.
 
-    The resize runs in float32 (8-bit rounding as on the CPU path). With `channels_last` the result
-    keeps the frames' NHWC memory layout (what the detector on the GPU wants) instead of a copy to NCHW."""
-    import torch.nn.functional as F
+    The downscale is the seed's resize definition (`dfserve.resize`, exact integer arithmetic), which gives
+    the CPU path's detector input (`faces.detector_input`) byte for byte (tests/test_device_faces.py): both
+    paths detect on the same pixels. With `channels_last` the result keeps the frames' NHWC memory layout
+    (what the detector on the GPU wants) instead of a copy to NCHW."""
+    import torch
 
+    from ...resize import resize_crops_torch
     from ..faces import detector_size
 
-    h, w, scale = detector_size(frames.shape[1], frames.shape[2], max_side)
-    x = frames.permute(0, 3, 1, 2).float()
+    n, H, W = frames.shape[0], frames.shape[1], frames.shape[2]
+    h, w, scale = detector_size(H, W, max_side)
     if scale < 1.0:
-        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).round_().clamp_(0, 255)
+        tblr = np.tile(np.array([[0, H, 0, W]], np.int64), (n, 1))
+        frames = resize_crops_torch(frames, torch.arange(n, device=frames.device), tblr, (h, w))
+    x = frames.permute(0, 3, 1, 2).float()
     return (x if channels_last else x.contiguous()), scale
 
 
