@@ -73,6 +73,10 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
                    help="detect faces on every K-th sampled frame and carry boxes to the frames between (faster; "
                         "boxes may differ from per-frame detection: see README). Default 1: every frame, as the seed")
     p.add_argument("--decode-workers", type=int, default=2, help="videos decoded concurrently")
+    p.add_argument("--streams", type=int, default=0, metavar="N",
+                   help="locate workers (detector + face crop), each with its own CUDA stream on a GPU; chunks "
+                        f"leave them in decode order. 0 (default): {spec.GPU_STREAMS} with --device cuda (1 with "
+                        "--faces all, whose tracker needs order), 1 on the CPU")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for onnxruntime (0: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-summary", action="store_true", help="no summary table at the end")

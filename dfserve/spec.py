@@ -371,6 +371,8 @@ TOL_DETECTOR_LOC = 1e-3
 # Classifier batching in the embedded pipeline.
 DEFAULT_CLASSIFIER_BATCH = 32
 DEFAULT_CHUNK = 16  # frames per decode/detect chunk
+MAX_STREAMS = 16  # locate workers of one scorer (--streams)
+GPU_STREAMS = 4  # --streams auto on a CUDA device (one locate worker per CUDA stream)
 MAX_CHUNK = 256  # a request/chunk never holds more frames than this
 
 # Multi-face scoring (--faces all): at most this many faces per frame are scored (largest first),

@@ -14,6 +14,9 @@ videos' lengths. The per-frame bookkeeping is the shared chunk core (`chunk.py`)
 """
 from __future__ import annotations
 
+import contextlib
+import heapq
+import itertools
 import logging
 import queue
 import threading
@@ -122,10 +125,17 @@ class Scorer:
         return self.rt.classify(classifier_input(np.stack(faces)))
 
     # ----------------------------------------------------------------------------- decode side
-    def _produce(self, paths: "queue.Queue", out: "queue.Queue", stop: threading.Event) -> None:
+    def _produce(self, paths: "queue.Queue", out: "queue.Queue", stop: threading.Event, seq=None,
+                 seq_lock: Optional[threading.Lock] = None) -> None:
+        """Decode thread: videos from `paths` -> (seq, message) on `out`, seq counting every message of every
+        decoder in the order they enter the queue (what the locate workers' output is put back in)."""
+        seq = seq if seq is not None else itertools.count()
+        seq_lock = seq_lock or threading.Lock()
+
         def put(item):
-            if not self._put_quiet(out, item, stop):
-                raise _Stop()
+            with seq_lock:  # numbered in queue order: a number is never skipped nor taken out of turn
+                if not self._put_quiet(out, (next(seq), item), stop):
+                    raise _Stop()
 
         while not stop.is_set():
             try:
@@ -143,10 +153,15 @@ class Scorer:
             except _Stop:
                 return
             except DfserveError as exc:
-                self._put_quiet(out, ("error", job, exc), stop)
+                self._put_numbered(out, ("error", job, exc), stop, seq, seq_lock)
             except Exception as exc:  # noqa: BLE001 - one bad file never stops a batch
                 log.exception("%s: unexpected decode failure", job.path)
-                self._put_quiet(out, ("error", job, VideoError(f"{job.path}: {type(exc).__name__}: {exc}")), stop)
+                self._put_numbered(out, ("error", job, VideoError(f"{job.path}: {type(exc).__name__}: {exc}")), stop,
+                                   seq, seq_lock)
+
+    def _put_numbered(self, out, item, stop, seq, seq_lock) -> bool:
+        with seq_lock:
+            return self._put_quiet(out, (next(seq), item), stop)
 
     @staticmethod
     def _put_quiet(out, item, stop) -> bool:
@@ -160,6 +175,17 @@ class Scorer:
         return False
 
     # ---------------------------------------------------------------------------- locate side
+    def locate_workers(self) -> int:
+        """How many locate workers run (`--streams`): 1 unless asked (CPU cores are the decoders' and the
+        runtimes' already); a device scorer picks more. The tracker of --faces all needs its chunks in order."""
+        if self.opt.faces == "all":
+            return 1
+        return max(1, self.opt.streams or 1)
+
+    def worker_context(self, k: int):
+        """The context locate worker k runs a chunk in (a device scorer: its own CUDA stream)."""
+        return contextlib.nullcontext()
+
     def _locate_msg(self, msg: tuple) -> tuple:
         """A decode message -> the message the classifier loop reads: chunks become ("staged", job, records).
 
@@ -183,16 +209,20 @@ class Scorer:
             job.fail(exc)
             return ("staged", job, None)
 
-    def _locate_loop(self, inq: "queue.Queue", out: "queue.Queue", stop: threading.Event, decoders) -> None:
+    def _locate_loop(self, inq: "queue.Queue", out: "queue.Queue", stop: threading.Event, decoders, k: int = 0) -> None:
+        """Locate worker k: (seq, message) from the decoders -> (seq, staged message); several workers take
+        chunks as they come and the scoring loop puts them back in `seq` order."""
         while not stop.is_set():
             try:
-                msg = inq.get(timeout=0.2)
+                seq, msg = inq.get(timeout=0.2)
             except queue.Empty:
                 if not any(w.is_alive() for w in decoders) and inq.empty():
-                    self._put_quiet(out, ("decoders-done",), stop)
+                    self._put_quiet(out, (None, ("decoders-done",)), stop)
                     return
                 continue
-            if not self._put_quiet(out, self._locate_msg(msg), stop):
+            with self.worker_context(k):
+                staged = self._locate_msg(msg)
+            if not self._put_quiet(out, (seq, staged), stop):
                 return
 
     # ---------------------------------------------------------------------------- score side
@@ -203,36 +233,53 @@ class Scorer:
         path_q: "queue.Queue" = queue.Queue()
         for j in jobs:
             path_q.put(j)
-        out_q: "queue.Queue" = queue.Queue(maxsize=max(1, int(self.queue_per_decoder * self.opt.decode_workers)))
+        n_loc = self.locate_workers() if self.overlap else 1
+        out_q: "queue.Queue" = queue.Queue(maxsize=max(n_loc, int(self.queue_per_decoder * self.opt.decode_workers)))
         stop = threading.Event()
-        workers = [threading.Thread(target=self._produce, args=(path_q, out_q, stop), daemon=True,
+        seq, seq_lock = itertools.count(), threading.Lock()
+        workers = [threading.Thread(target=self._produce, args=(path_q, out_q, stop, seq, seq_lock), daemon=True,
                                     name=f"dfserve-decode-{i}")
                    for i in range(min(self.opt.decode_workers, len(jobs)))]
         for w in workers:
             w.start()
         threads = list(workers)
         if self.overlap:
-            # the locate thread's queue holds few chunks: deeper queues only add memory, not speed
-            staged_q: "queue.Queue" = queue.Queue(maxsize=2)
-            loc = threading.Thread(target=self._locate_loop, args=(out_q, staged_q, stop, workers), daemon=True,
-                                   name="dfserve-locate")
-            loc.start()
-            threads.append(loc)
-            source, producers = staged_q, [loc]
+            # the locate workers' queue holds few chunks: deeper queues only add memory, not speed
+            staged_q: "queue.Queue" = queue.Queue(maxsize=2 * n_loc)
+            locs = [threading.Thread(target=self._locate_loop, args=(out_q, staged_q, stop, workers, k), daemon=True,
+                                     name=f"dfserve-locate-{k}") for k in range(n_loc)]
+            for t in locs:
+                t.start()
+            threads += locs
+            source, producers = staged_q, locs
         else:
             source, producers = out_q, workers
         pending: List[tuple] = []  # (job, FrameRecord) waiting for a classifier batch
         remaining = len(jobs)
+        ahead: List[tuple] = []  # (seq, n, msg) staged out of turn, held until their turn
+        tie = itertools.count()
+        next_seq, done_workers = 0, 0
         try:
             while remaining:
-                try:
-                    msg = source.get(timeout=0.5)
-                except queue.Empty:
-                    if not any(w.is_alive() for w in producers) and source.empty():
-                        break
-                    continue
-                if msg[0] == "decoders-done":
-                    break
+                if ahead and ahead[0][0] == next_seq:
+                    msg = heapq.heappop(ahead)[2]
+                    next_seq += 1
+                else:
+                    try:
+                        sq, msg = source.get(timeout=0.5)
+                    except queue.Empty:
+                        if not any(w.is_alive() for w in producers) and source.empty() and not ahead:
+                            break
+                        continue
+                    if msg[0] == "decoders-done":
+                        done_workers += 1
+                        if done_workers >= len(producers) and not ahead:
+                            break
+                        continue
+                    if sq != next_seq:  # a chunk another locate worker finished first: hold it
+                        heapq.heappush(ahead, (sq, next(tie), msg))
+                        continue
+                    next_seq += 1
                 if not self.overlap:
                     msg = self._locate_msg(msg)
                 kind, job = msg[0], msg[1]

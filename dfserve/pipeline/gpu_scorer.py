@@ -187,9 +187,9 @@ def iter_frames_uploaded(path, policy, info, stats, chunk=16, device="cuda", col
 class TorchScorer(Scorer):
     """A Scorer whose frames, crops and faces are torch tensors on the runtime's device."""
 
-    # detection and classification stay in one thread: the torch runtime captures CUDA graphs lazily, and a
-    # capture (global mode) fails if another thread launches work meanwhile; the GPU queues them anyway
-    overlap = False
+    # locate workers (detector, NMS, face choice, crops) run beside the classifier: the classifier's CUDA graphs
+    # are captured when the runtime is made, in thread-local mode, and replayed under a lock
+    overlap = True
 
     def __init__(self, runtime, options: ScoreOptions, model_id=None, use_nvdec: bool | None = None):
         super().__init__(runtime, options, model_id)
@@ -203,7 +203,28 @@ class TorchScorer(Scorer):
         import torch
 
         self._torch = torch
-        log.info("torch runtime on %s (%s), decoder %s", dev, "fp16" if runtime.fp16 else "fp32", self.decoder)
+        self._streams: dict = {}
+        log.info("torch runtime on %s (%s), decoder %s, %d locate worker(s)", dev, "fp16" if runtime.fp16 else "fp32",
+                 self.decoder, self.locate_workers())
+
+    def locate_workers(self) -> int:
+        if self.opt.faces == "all":
+            return 1  # the tracker needs the chunks in order
+        if self.opt.streams:
+            return self.opt.streams
+        return spec.GPU_STREAMS if self.rt.device.type == "cuda" else 1
+
+    def worker_context(self, k: int):
+        """Locate worker k runs its chunks on its own CUDA stream: after the work queued on the default
+        stream (the decoded frames), and finished before its crops go to the classifier (default stream)."""
+        torch = self._torch
+        dev = self.rt.device
+        if dev.type != "cuda":
+            return super().worker_context(k)
+        s = self._streams.get(k)
+        if s is None:
+            s = self._streams[k] = torch.cuda.Stream(device=dev)
+        return _on_stream(torch, s, dev)
 
     def detector_prep(self, frames):
         return None  # the detector input is made on the device, in locate()
@@ -227,6 +248,25 @@ class TorchScorer(Scorer):
         if index is not None:
             batch = batch.index_select(0, self._torch.as_tensor(index, device=batch.device))
         return self.rt.classify_tensor(batch).cpu().numpy()  # the only per-batch device-to-host copy
+
+
+class _on_stream:
+    """`with`: make `stream` current after the default stream's queued work; on exit, wait for what was queued
+    on it (the crops are read by the classifier on the default stream right after)."""
+
+    def __init__(self, torch, stream, device):
+        self.torch, self.stream, self.device = torch, stream, device
+
+    def __enter__(self):
+        self.stream.wait_stream(self.torch.cuda.default_stream(self.device))
+        self._ctx = self.torch.cuda.stream(self.stream)
+        self._ctx.__enter__()
+        return self.stream
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        self.stream.synchronize()  # blocks this worker only; the other workers keep the GPU busy
+        return False
 
 
 def as_batch(items):

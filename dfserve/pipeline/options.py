@@ -34,6 +34,7 @@ class ScoreOptions:
     detect_max_side: int = spec.DETECTOR_MAX_SIDE
     detect_threshold: float = spec.DETECTOR_SCORE_THRESHOLD
     decode_workers: int = 2
+    streams: int = 0  # locate workers (detect + crop), each with its own CUDA stream on a GPU; 0: the scorer's choice
     min_face: float = spec.DETECTOR_MIN_FACE  # pixels (shorter side); smaller faces are ignored
     min_track: int = spec.DEFAULT_MIN_TRACK  # --faces all: shorter tracks are reported but do not decide
     colors: str = spec.DEFAULT_COLORS  # seed (BT.601 for every stream, as the seed's OpenCV) | stream (its own matrix)
@@ -71,6 +72,8 @@ class ScoreOptions:
             raise UsageError(f"--margin must be between 0 and 2 (fraction of the box size), got {self.margin}")
         if not 0.0 < self.detect_threshold < 1.0:
             raise UsageError(f"detect_threshold must be in (0, 1), got {self.detect_threshold}")
+        if self.streams < 0 or self.streams > spec.MAX_STREAMS:
+            raise UsageError(f"streams must be 0 (auto) to {spec.MAX_STREAMS}, got {self.streams}")
         for name in ("batch", "chunk", "decode_workers", "detect_max_side"):
             if int(getattr(self, name)) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -85,6 +88,7 @@ class ScoreOptions:
         return cls(sample=parse_policy(args.sample), head=args.head, faces=args.faces, no_face=args.no_face,
                    margin=args.margin, timeline=args.timeline, batch=args.batch,
                    detect_max_side=args.detect_size, decode_workers=args.decode_workers,
+                   streams=getattr(args, "streams", 0),
                    min_face=args.min_face, min_track=args.min_track,
                    colors=getattr(args, "colors", spec.DEFAULT_COLORS),
                    box=getattr(args, "box", spec.DEFAULT_BOX),
