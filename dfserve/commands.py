@@ -73,6 +73,10 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
                    help="detect faces on every K-th sampled frame and carry boxes to the frames between (faster; "
                         "boxes may differ from per-frame detection: see README). Default 1: every frame, as the seed")
     p.add_argument("--decode-workers", type=int, default=2, help="videos decoded concurrently")
+    p.add_argument("--compile", action="store_true",
+                   help="--runtime torch: torch.compile (inductor) both networks; compiled once per batch shape and "
+                        "cached on disk ($TORCHINDUCTOR_CACHE_DIR, default ~/.cache/dfserve/inductor): the first run "
+                        "pays the compile time (logged), later ones load it")
     p.add_argument("--streams", type=int, default=0, metavar="N",
                    help="locate workers (detector + face crop), each with its own CUDA stream on a GPU; chunks "
                         f"leave them in decode order. 0 (default): {spec.GPU_STREAMS} with --device cuda (1 with "

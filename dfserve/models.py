@@ -102,20 +102,23 @@ def load_torch_runtime(models_dir: Path, checkpoint: Optional[Path], device: str
 
 
 # ------------------------------------------------------------------------------------ runtimes
-def _load_onnxruntime(resolved: ResolvedModels, device: str, threads: int, batch: int, checkpoint, precision: str):
+def _load_onnxruntime(resolved: ResolvedModels, device: str, threads: int, batch: int, checkpoint, precision: str,
+                      compile: bool = False):
     from .pipeline.runtimes.ort import OnnxRuntime
 
     return OnnxRuntime(resolved.models_dir, threads=threads or None, classifier_batch=batch, precision=precision)
 
 
-def _load_openvino(resolved: ResolvedModels, device: str, threads: int, batch: int, checkpoint, precision: str):
+def _load_openvino(resolved: ResolvedModels, device: str, threads: int, batch: int, checkpoint, precision: str,
+                   compile: bool = False):
     from .pipeline.runtimes.openvino import OpenVinoRuntime
 
     return OpenVinoRuntime(resolved.models_dir, threads=threads or None, classifier_batch=batch, precision=precision)
 
 
-def _load_torch(resolved: ResolvedModels, device: str, threads: int, batch: int, checkpoint, precision: str):
-    return load_torch_runtime(resolved.models_dir, checkpoint, device, resolved.model_id)
+def _load_torch(resolved: ResolvedModels, device: str, threads: int, batch: int, checkpoint, precision: str,
+                compile: bool = False):
+    return load_torch_runtime(resolved.models_dir, checkpoint, device, resolved.model_id, compile=compile)
 
 
 # name -> loader(resolved, device, threads, classifier batch, checkpoint, precision). Adding a runtime: its
@@ -129,9 +132,10 @@ def runtime_choices() -> tuple:
 
 def load_runtime(name: str, resolved: ResolvedModels, device: str = "cpu", threads: int = 0,
                  batch: int = spec.DEFAULT_CLASSIFIER_BATCH, checkpoint: Optional[Path] = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", compile: bool = False):
     """Build runtime `name` for the exported models. "auto": torch on CUDA; on the CPU the fastest installed
-    runtime that runs `precision` (pipeline/runtimes/choice.py: OpenVINO, else onnxruntime)."""
+    runtime that runs `precision` (pipeline/runtimes/choice.py: OpenVINO, else onnxruntime). `compile`:
+    torch.compile the torch runtime's networks (refused for the others, which compile their own way)."""
     from .pipeline.runtimes.choice import resolve_runtime
 
     device = device or "cpu"
@@ -142,4 +146,7 @@ def load_runtime(name: str, resolved: ResolvedModels, device: str = "cpu", threa
     name = resolve_runtime(name or "auto", precision)
     if device != "cpu" and name != "torch":
         raise UsageError(f"--device {device} needs --runtime torch ({name} here runs on the CPU)")
-    return RUNTIMES[name](resolved, device, threads, batch, checkpoint, precision)
+    if compile and name != "torch":
+        raise UsageError(f"--compile is the torch runtime's (torch.compile); the {name} runtime compiles its own "
+                         "graph: use --runtime torch")
+    return RUNTIMES[name](resolved, device, threads, batch, checkpoint, precision, compile=compile)

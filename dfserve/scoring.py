@@ -32,6 +32,7 @@ class ScorerConfig:
     threads: int = 0  # CPU threads for the runtime (0: all cores)
     precision: str = "fp32"  # fp32 | bf16 | int8 (issue 11: variants written by `dfserve export --precision`)
     detect_every: int = 1  # issue 11: detect on every K-th sampled frame, carry boxes between (1: every frame)
+    compile: bool = False  # torch runtime: torch.compile (inductor) both networks
 
     @classmethod
     def from_args(cls, args) -> "ScorerConfig":
@@ -39,7 +40,7 @@ class ScorerConfig:
                    server=getattr(args, "server", None), device=getattr(args, "device", "cpu") or "cpu",
                    runtime=getattr(args, "runtime", "auto") or "auto", threads=getattr(args, "threads", 0) or 0,
                    precision=getattr(args, "precision", "fp32") or "fp32",
-                   detect_every=getattr(args, "detect_every", 1) or 1)
+                   detect_every=getattr(args, "detect_every", 1) or 1, compile=bool(getattr(args, "compile", False)))
 
 
 def make_scorer(opts: ScoreOptions, config: ScorerConfig):
@@ -69,7 +70,7 @@ def make_scorer(opts: ScoreOptions, config: ScorerConfig):
     if resolved.untrained:
         log.warning("the models in %s have RANDOM, UNTRAINED weights: verdicts are meaningless", resolved.models_dir)
     rt = load_runtime(config.runtime, resolved, config.device, config.threads, opts.batch, config.checkpoint,
-                      precision=config.precision)
+                      precision=config.precision, compile=config.compile)
     if config.detect_every > 1:
         from .pipeline.detect_every import DetectEveryScorer
 

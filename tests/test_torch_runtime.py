@@ -103,3 +103,38 @@ def test_nvdec_decodes_the_same_frames_as_pyav(videos):
             assert [i for i, _ in cpu] == [i for i, _ in gpu]
             diff = np.abs(cpu[0][1].astype(int) - gpu[0][1].cpu().numpy().astype(int)).mean()
             assert diff < 3  # colour conversion differs slightly between FFmpeg and NVDEC
+
+
+def test_compile_option_reaches_the_torch_runtime_and_is_refused_elsewhere(exported):
+    """--compile wraps both networks in torch.compile (lazily: nothing compiles until a first call; the real
+    compile and its parity run in the gpu test below and in benchmarks/gpu, ~1 min on 2 cores cold)."""
+    import torch
+
+    from dfserve.errors import UsageError
+    from dfserve.models import load_runtime, resolve_models
+
+    resolved = resolve_models(exported.out_dir)
+    rt = load_runtime("torch", resolved, "cpu", compile=True)
+    assert rt.compiled and isinstance(rt.cls, torch._dynamo.eval_frame.OptimizedModule)
+    assert isinstance(rt.det, torch._dynamo.eval_frame.OptimizedModule)
+    with pytest.raises(UsageError, match="--compile"):
+        load_runtime("onnxruntime", resolved, "cpu", compile=True)
+
+
+@pytest.mark.gpu
+def test_compiled_networks_match_eager_on_the_gpu(seed_model):
+    import torch
+
+    from dfserve.pipeline.runtimes.torch_rt import TorchRuntime
+    from dfserve.samples import astronaut_face_crops
+    from dfserve.contract import normalize_faces
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    faces = torch.from_numpy(normalize_faces(astronaut_face_crops(16))).cuda()
+    eager = TorchRuntime(seed_model, device="cuda", fp16=False, cuda_graph_batches=(16,))
+    comp = TorchRuntime(seed_model, device="cuda", fp16=False, cuda_graph_batches=(16,), compile=True)
+    assert comp.compile_seconds > 0
+    d = (eager.classify_tensor(faces) - comp.classify_tensor(faces)).abs().max().item()
+    print(f"compiled vs eager fp32 logits: max diff {d:.2e}, compile {comp.compile_seconds:.1f} s")
+    assert d < 1e-3

@@ -10,7 +10,9 @@ Interface, as every runtime: `detect(images [B,3,h,w] float BGR 0..255) -> (loc,
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -28,9 +30,11 @@ class TorchRuntime:
 
     def __init__(self, seed_model, device: str = "cuda", fp16: Optional[bool] = None,
                  cuda_graph_batches: Sequence[int] = (8, 16, 32), model_id: str = "unknown",
-                 networks: Sequence[str] = ("detector", "classifier")):
+                 networks: Sequence[str] = ("detector", "classifier"), compile: bool = False):
         """`networks`: which of the two to build (a Triton model instance serves one of them; `seed_model` may
-        then be None for a detector alone)."""
+        then be None for a detector alone). `compile`: both networks through `torch.compile` (inductor, the
+        compiled engine where TensorRT is absent), compiled per batch shape on first use and cached on disk
+        between runs (`compile_cache_dir()`); the seconds spent compiling are in `compile_seconds`."""
         torch = require("torch", extra="export")
         from ...nets.retinaface import FaceDetector, load_from_onnx
         from ...nets.seed_model import FrameClassifier
@@ -48,6 +52,10 @@ class TorchRuntime:
         if self.cuda:
             cls = cls.to(memory_format=torch.channels_last) if cls is not None else None
             det = det.to(memory_format=torch.channels_last) if det is not None else None
+        self.compiled = bool(compile)
+        self.compile_seconds = 0.0
+        if compile:
+            cls, det = compile_networks(torch, cls, det, autotune=self.cuda)
         self.cls, self.det = cls, det
         self._graphs: Dict[int, tuple] = {}
         self._graph_lock = threading.Lock()  # replay writes shared static buffers
@@ -60,6 +68,9 @@ class TorchRuntime:
             torch.backends.cudnn.benchmark = True  # fixed shapes per batch size: let cuDNN pick kernels
             for b in (cuda_graph_batches if cls is not None else ()):
                 self._capture(b)
+            if self.compiled:
+                log.info("torch.compile: classifier compiled for batches %s in %.1f s (cache %s)",
+                         list(cuda_graph_batches), self.compile_seconds, compile_cache_dir())
 
     # ------------------------------------------------------------------------------ CUDA graphs
     def _capture(self, batch: int) -> None:
@@ -71,9 +82,13 @@ class TorchRuntime:
         static_in = static_in.contiguous(memory_format=torch.channels_last)
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
+        t0 = time.perf_counter()
         with torch.no_grad(), torch.cuda.stream(s):
-            for _ in range(3):  # warm-up before capture (cuDNN autotuning, allocator)
+            for _ in range(3):  # warm-up before capture (cuDNN autotuning, allocator; compiling with compile=True)
                 self.cls(static_in)
+        s.synchronize()
+        if self.compiled:
+            self.compile_seconds += time.perf_counter() - t0
         torch.cuda.current_stream().wait_stream(s)
         g = torch.cuda.CUDAGraph()
         # capture on the warm-up stream (library handles made there are reused, as make_graphed_callables
@@ -257,6 +272,29 @@ def normalize_faces_torch(crops):
     x = x - torch.tensor(np.asarray(spec.NORM_MEAN, np.float32), device=dev)
     x = x / torch.tensor(np.asarray(spec.NORM_STD, np.float32), device=dev)
     return x.permute(0, 3, 1, 2).contiguous()
+
+
+def compile_cache_dir() -> str:
+    """Where inductor keeps compiled kernels between runs: $TORCHINDUCTOR_CACHE_DIR, else under dfserve's cache."""
+    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if env:
+        return env
+    base = os.environ.get("DFSERVE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "dfserve")
+    return os.path.join(base, "inductor")
+
+
+def compile_networks(torch, cls, det, autotune: bool = True):
+    """Both networks through torch.compile (inductor, static shapes: one compilation per batch shape, which
+    the CUDA-graph sizes and the detector's chunk shapes keep few). Inductor's FX-graph and kernel caches
+    live in `compile_cache_dir()`, so a second run loads instead of compiling."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", compile_cache_dir())
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    # on a GPU: autotuned kernels (the CUDA graphs are this runtime's own); on the CPU inductor's default mode
+    # (autotuning there costs minutes for little)
+    kw = dict(backend="inductor", dynamic=False, mode="max-autotune-no-cudagraphs" if autotune else "default")
+    return (torch.compile(cls, **kw) if cls is not None else None,
+            torch.compile(det, **kw) if det is not None else None)
 
 
 def require_cuda_error():
