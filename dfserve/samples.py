@@ -111,12 +111,15 @@ def face_track(n_frames: int, width: int, height: int, zoom=(0.9, 1.4)):
 
 
 def write_video(path, frames_bgr, fps: int = 30, codec: str = "h264", pix_fmt: str | None = None,
-                rotation: int | None = None, pts=None, time_base=None, container_format: str | None = None) -> None:
+                rotation: int | None = None, pts=None, time_base=None, container_format: str | None = None,
+                codec_options: dict | None = None) -> None:
     """Encode BGR frames with PyAV (libx264 / libx265 / libvpx-vp9 / AV1 / mpeg4 / mjpeg, yuv420p by default).
 
     rotation: a display matrix rotation (degrees counterclockwise, as FFmpeg's av_display_rotation_set;
     a phone's portrait clip stored landscape has -90). pts + time_base: explicit presentation times
-    (variable frame rate). Frames are streamed: a generator of any length never sits in memory at once.
+    (variable frame rate). codec_options: encoder options added to (or overriding) the defaults, e.g.
+    {"x264-params": "keyint=10:bframes=3:open-gop=1"} or {"g": "10"}. Frames are streamed: a generator
+    of any length never sits in memory at once.
     """
     import itertools
 
@@ -147,6 +150,7 @@ def write_video(path, frames_bgr, fps: int = 30, codec: str = "h264", pix_fmt: s
 
             os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its configuration to stderr otherwise
             opts.update(preset="12")
+        opts.update(codec_options or {})
         st.options = opts
         if time_base is not None:
             st.time_base = time_base
