@@ -29,10 +29,10 @@ import logging
 import os
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -82,6 +82,7 @@ class Timeline:
     pts: List[int]
     time_base: Fraction
     starts: List[int]
+    start_dts: Dict[int, int] = field(default_factory=dict)  # a start's decoding time, where it has one
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ def read_timeline(path: str, budget: Optional[DecodeBudget] = None) -> Timeline:
 
     container = open_video(path)
     pts: List[int] = []
+    dts: List[Optional[int]] = []
     keys: List[bool] = []
     try:
         vs = container.streams.video[0]
@@ -107,10 +109,13 @@ def read_timeline(path: str, budget: Optional[DecodeBudget] = None) -> Timeline:
                 continue  # the demuxer's empty end-of-stream packet
             if pkt.pts is None:
                 raise SplitFallback(f"packet {len(pts)} has no presentation timestamp")
-            if pkt.is_corrupt or pkt.is_discard:
-                raise SplitFallback(f"packet {len(pts)} is marked corrupt or to be discarded")
+            if pkt.is_discard:
+                raise SplitFallback(f"packet {len(pts)} is marked to be discarded (an edit list)")
             pts.append(int(pkt.pts))
-            keys.append(bool(pkt.is_keyframe))
+            dts.append(None if pkt.dts is None else int(pkt.dts))
+            # a range never starts at a damaged key frame (TS joined by `cat` flag the packets at the joins);
+            # damage inside a range shows as a frame decoded with errors, and one decoder takes over
+            keys.append(bool(pkt.is_keyframe) and not pkt.is_corrupt)
             if len(pts) > spec.SPLIT_MAX_INDEX_FRAMES:
                 raise SplitFallback(f"more than {spec.SPLIT_MAX_INDEX_FRAMES} packets: not indexed")
             if budget is not None and len(pts) % 256 == 0:
@@ -119,11 +124,12 @@ def read_timeline(path: str, budget: Optional[DecodeBudget] = None) -> Timeline:
         raise SplitFallback(f"demuxing stopped after {len(pts)} packets ({ffmsg(exc)})") from exc
     finally:
         container.close()
-    return timeline_of(pts, keys, tb)
+    return timeline_of(pts, keys, tb, dts)
 
 
-def timeline_of(pts: List[int], keys: List[bool], time_base: Fraction) -> Timeline:
-    """The Timeline of packets in decoding order (their pts and key-frame flags), or SplitFallback."""
+def timeline_of(pts: List[int], keys: List[bool], time_base: Fraction,
+                dts: Optional[List[Optional[int]]] = None) -> Timeline:
+    """The Timeline of packets in decoding order (their pts, key-frame flags and dts), or SplitFallback."""
     if not pts:
         raise SplitFallback("no video packet")
     order = sorted(pts)
@@ -131,6 +137,7 @@ def timeline_of(pts: List[int], keys: List[bool], time_base: Fraction) -> Timeli
         raise SplitFallback("repeated timestamps (a concatenated or broken stream)")
     rank = {p: r for r, p in enumerate(order)}
     starts = []
+    start_dts = {}
     shown_before = None  # the latest presentation time of the packets decoded so far
     for j, p in enumerate(pts):
         if abs(rank[p] - j) > spec.SPLIT_MAX_REORDER:
@@ -138,8 +145,10 @@ def timeline_of(pts: List[int], keys: List[bool], time_base: Fraction) -> Timeli
                                 "jump back: a concatenated or broken stream)")
         if keys[j] and j > 0 and shown_before < p:
             starts.append(rank[p])
+            if dts is not None and dts[j] is not None:
+                start_dts[rank[p]] = dts[j]
         shown_before = p if shown_before is None else max(shown_before, p)
-    return Timeline(order, time_base, starts)
+    return Timeline(order, time_base, starts, start_dts)
 
 
 def sampled_frames(policy: SamplePolicy, info: VideoInfo, timeline: Timeline) -> Tuple[List[bool], bool]:
@@ -310,17 +319,31 @@ def _decode_range(path: str, rng: Range, timeline: Timeline, keep: List[bool], c
 
     where = f"range of frames {rng.first}-{rng.end - 1}"
     try:
-        container = open_video(path)
-        try:
-            _decode_into(container, path, rng, timeline, keep, colors, threads, put, stop)
-        finally:
-            container.close()
+        # seek by the key frame's presentation time, then by its decoding time (the index of MP4 and the
+        # timestamp search of MPEG-TS go by decoding times; TS's search is approximate)
+        targets = [timeline.pts[rng.first]] if rng.first > 0 else [None]
+        if rng.first in timeline.start_dts and timeline.start_dts[rng.first] != targets[0]:
+            targets.append(timeline.start_dts[rng.first])
+        for n, target in enumerate(targets):
+            container = open_video(path)
+            try:
+                _decode_into(container, path, rng, target, timeline, keep, colors, threads, put, stop)
+                return
+            except _LandedLate as exc:
+                if n == len(targets) - 1:
+                    raise SplitFallback(str(exc)) from None
+            finally:
+                container.close()
     except _Stopped:
         return
     except SplitFallback as exc:
         _put_last(out, stop, ("fallback", f"{where}: {exc}"))
     except Exception as exc:  # noqa: BLE001 - FFmpeg, memory or anything else: one decoder takes over
         _put_last(out, stop, ("fallback", f"{where} failed to decode ({type(exc).__name__}: {ffmsg(exc)})"))
+
+
+class _LandedLate(Exception):
+    """The seek landed after the range's key frame (raised before any frame of the range is put)."""
 
 
 def _put_last(out: "queue.Queue", stop: threading.Event, item: tuple) -> None:
@@ -332,13 +355,15 @@ def _put_last(out: "queue.Queue", stop: threading.Event, item: tuple) -> None:
             continue
 
 
-def _decode_into(container, path, rng: Range, timeline: Timeline, keep, colors, threads, put, stop) -> None:
+def _decode_into(container, path, rng: Range, target: Optional[int], timeline: Timeline, keep, colors, threads, put,
+                 stop) -> None:
     vs = decoder_stream(container, path, threads)
     pts, n_all = timeline.pts, len(timeline.pts)
-    if rng.first > 0:
+    if target is not None:
         # the key frame or one before it (then the frames before the range are decoded and dropped)
-        container.seek(pts[rng.first], stream=vs, backward=True, any_frame=False)
+        container.seek(target, stream=vs, backward=True, any_frame=False)
     i = rng.first
+    skipped = False  # frames before the range were decoded (and dropped): decoding reached it from before
     for frame in container.decode(vs):
         if stop.is_set():
             raise _Stopped()
@@ -346,20 +371,28 @@ def _decode_into(container, path, rng: Range, timeline: Timeline, keep, colors, 
         if p is None:
             raise SplitFallback(f"frame {i} has no timestamp")
         if i == rng.first and p < pts[rng.first]:
+            skipped = True
             continue  # before the range: the seek landed earlier, or an open GOP's leading pictures
         if i == rng.end:
             if rng.end < n_all and p == pts[rng.end]:
                 break  # the next range's first frame: this range is complete
             raise SplitFallback(f"an extra frame (pts {p}) after its last frame")
+        if rng.first > 0 and i == rng.first and (p != pts[i] or not (frame.key_frame or skipped)):
+            raise _LandedLate(f"the seek to frame {i} (pts {pts[i]}) landed on pts {p}"
+                              f"{'' if frame.key_frame else ', not a key frame'}")
         if p != pts[i] or Fraction(frame.time_base) != timeline.time_base:
-            landed = " (the seek landed after its key frame)" if i == rng.first else ""
-            raise SplitFallback(f"frame {i} has pts {p}, its packets say {pts[i]}{landed}")
+            raise SplitFallback(f"frame {i} has pts {p}, its packets say {pts[i]}")
+        if rng.first > 0:
+            if frame.is_corrupt:  # concealed errors: pixels that depend on where decoding started
+                raise SplitFallback(f"frame {i} decoded with errors")
         rotation = frame.rotation or 0
         arr = upright(frame_to_bgr(frame, colors), rotation) if keep[i] else None
         put(("frame", i, frame.width, frame.height, arr, rotation))
         i += 1
         if i == rng.end and rng.end == len(keep) and rng.end < n_all:
             break  # the last frame one decoder would decode (first:N, uniform:N)
+    if i == rng.first and rng.first > 0:
+        raise _LandedLate(f"the seek to frame {i} (pts {pts[i]}) landed after the last frame")
     if i != rng.end:
         raise SplitFallback(f"{i - rng.first} of its {rng.end - rng.first} frames decoded")
     put(("done",))
