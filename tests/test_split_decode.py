@@ -135,7 +135,7 @@ def test_files_without_usable_timestamps_fall_back_to_one_decoder(corpus, caplog
         ref, ref_stats, ref_info = _decode(corpus[name], policy)
         got, stats, info = _decode(corpus[name], policy, split="4")
         assert got == ref and stats.ranges == 1 and info == ref_info
-    assert f"split decode off, one decoder: " in caplog.text and why in caplog.text
+    assert "split decode off, one decoder: " in caplog.text and why in caplog.text
 
 
 def test_a_range_that_fails_to_decode_ends_as_one_decoder_does(corpus, tmp_path, caplog):
