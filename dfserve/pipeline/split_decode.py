@@ -164,7 +164,9 @@ def sampled_frames(policy: SamplePolicy, info: VideoInfo, timeline: Timeline) ->
 
 
 def ranges_wanted(split: str, timeline: Timeline, n: int, cores: int) -> int:
-    """How many ranges for `n` frames: `split` (a number), or `auto` (spec.SPLIT_AUTO_MIN_CORES ...)."""
+    """How many ranges for `n` frames: `split` (a number), or `auto`: 1 below spec.SPLIT_AUTO_MIN_CORES cores,
+    else min(cores // spec.SPLIT_CORES_PER_RANGE, key-frame ranges, n // spec.SPLIT_MIN_FRAMES); never more
+    than the key frames allow."""
     possible = 1 + sum(1 for s in timeline.starts if 0 < s < n)
     if split != spec.SPLIT_AUTO:
         return min(int(split), possible)
@@ -197,7 +199,8 @@ def iter_frames_split(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
     split = parse_split(split)
     cores = cores or cpu_cores()
     one = (path, policy, info, stats, chunk, guard, colors)
-    if split == "1" or (split == spec.SPLIT_AUTO and cores < spec.SPLIT_AUTO_MIN_CORES):
+    few = policy.kind == "first" and policy.value < 2 * spec.SPLIT_MIN_FRAMES  # the seed's first:N: not worth it
+    if split == "1" or (split == spec.SPLIT_AUTO and (cores < spec.SPLIT_AUTO_MIN_CORES or few)):
         yield from iter_frames(*one)
         return
     try:
@@ -217,7 +220,7 @@ def iter_frames_split(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
     ranges = plan_ranges(timeline.starts, len(keep), ranges_wanted(split, timeline, len(keep), cores))
     if len(ranges) == 1:
         if split != spec.SPLIT_AUTO:
-            log.info("%s: split decode off, one decoder: one key frame to start a range from", path)
+            log.info("%s: split decode off, one decoder: no key frame to start a second range from", path)
         yield from iter_frames(*one)
         return
     frames = _ranges_in_order(path, info, stats, timeline, keep, ranges, colors, cores,
