@@ -81,6 +81,11 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
                    help="locate workers (detector + face crop), each with its own CUDA stream on a GPU; chunks "
                         f"leave them in decode order. 0 (default): {spec.GPU_STREAMS} with --device cuda (1 with "
                         "--faces all, whose tracker needs order), 1 on the CPU")
+    p.add_argument("--split", default=spec.DEFAULT_SPLIT, metavar="K",
+                   help="decode one video as K key-frame ranges in parallel (PyAV threads; the same frames as one "
+                        f"decoder). Default {spec.DEFAULT_SPLIT}: one range below {spec.SPLIT_AUTO_MIN_CORES} cores "
+                        f"(FFmpeg's own threads fill them), else up to cores/{spec.SPLIT_CORES_PER_RANGE}. "
+                        "NVDEC (--device cuda) decodes each video in one session")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for onnxruntime (0: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-summary", action="store_true", help="no summary table at the end")

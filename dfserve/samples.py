@@ -111,12 +111,15 @@ def face_track(n_frames: int, width: int, height: int, zoom=(0.9, 1.4)):
 
 
 def write_video(path, frames_bgr, fps: int = 30, codec: str = "h264", pix_fmt: str | None = None,
-                rotation: int | None = None, pts=None, time_base=None, container_format: str | None = None) -> None:
+                rotation: int | None = None, pts=None, time_base=None, container_format: str | None = None,
+                codec_options: dict | None = None) -> None:
     """Encode BGR frames with PyAV (libx264 / libx265 / libvpx-vp9 / AV1 / mpeg4 / mjpeg, yuv420p by default).
 
     rotation: a display matrix rotation (degrees counterclockwise, as FFmpeg's av_display_rotation_set;
     a phone's portrait clip stored landscape has -90). pts + time_base: explicit presentation times
-    (variable frame rate). Frames are streamed: a generator of any length never sits in memory at once.
+    (variable frame rate). codec_options: encoder options added to (or overriding) the defaults, e.g.
+    {"x264-params": "keyint=10:bframes=3:open-gop=1"} or {"g": "10"}. Frames are streamed: a generator
+    of any length never sits in memory at once.
     """
     import itertools
 
@@ -147,6 +150,7 @@ def write_video(path, frames_bgr, fps: int = 30, codec: str = "h264", pix_fmt: s
 
             os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its configuration to stderr otherwise
             opts.update(preset="12")
+        opts.update(codec_options or {})
         st.options = opts
         if time_base is not None:
             st.time_base = time_base
@@ -161,6 +165,19 @@ def write_video(path, frames_bgr, fps: int = 30, codec: str = "h264", pix_fmt: s
                 out.mux(pkt)
         for pkt in st.encode():
             out.mux(pkt)
+
+
+def keyframe_options(codec: str, keyint: int, bframes: int = 3, open_gop: bool = True) -> dict:
+    """Encoder options for a key frame every `keyint` frames (no scene-cut key frames), with B-frames and open
+    GOPs (leading pictures that reference the GOP before) where the encoder has them: x264, x265; VP9 has
+    neither (its key frames every `keyint`)."""
+    name = encoder_for(codec)
+    gop = f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes={bframes}:open-gop={int(open_gop)}"
+    if name == "libx264":
+        return {"x264-params": gop}
+    if name == "libx265":
+        return {"x265-params": "log-level=error:" + gop}
+    return {"g": str(keyint)}
 
 
 def make_face_video(path, n_frames: int = 60, width: int = 640, height: int = 360, fps: int = 30,
@@ -314,18 +331,26 @@ def make_corrupt_file(path, seed: int = 0, size: int = 20000) -> dict:
 
 
 def make_resolution_switch_video(path, sizes=((640, 360), (1280, 720)), n_each: int = 12, fps: int = 30,
-                                 segments_dir=None) -> dict:
+                                 segments_dir=None, keyint: int | None = None, continuous: bool = False) -> dict:
     """An MPEG-TS recording whose frame size changes mid-stream (as broadcast captures do): one H.264
     segment per size, concatenated (TS is concatenable; the decoder picks up the new SPS). With
-    `segments_dir`, each segment is also kept there as its own file (`seg<k>.ts`)."""
+    `segments_dir`, each segment is also kept there as its own file (`seg<k>.ts`). Each segment's clock
+    restarts (as files joined by `cat` do), unless `continuous` (as a recorder writes one stream);
+    `keyint`: a key frame every `keyint` frames (keyframe_options)."""
     import tempfile
+    from fractions import Fraction
     from pathlib import Path
 
     parts, truth = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for k, (w, h) in enumerate(sizes):
             seg = Path(segments_dir or tmp) / f"seg{k}.ts"
-            t = make_face_video(seg, n_frames=n_each, width=w, height=h, fps=fps, codec="h264", seed=k)
+            kw = {"codec_options": keyframe_options("h264", keyint)} if keyint else {}
+            if continuous:
+                tick = 90000 // fps
+                # from 1 s: no segment's decoding times go below 0 (the muxer would shift that segment alone)
+                kw.update(pts=[90000 + (k * n_each + i) * tick for i in range(n_each)], time_base=Fraction(1, 90000))
+            t = make_face_video(seg, n_frames=n_each, width=w, height=h, fps=fps, codec="h264", seed=k, **kw)
             parts.append(seg.read_bytes())
             truth.append({"path": str(seg) if segments_dir else None, "width": w, "height": h, "frames": n_each,
                           "boxes": t["boxes"]})

@@ -375,6 +375,19 @@ MAX_STREAMS = 16  # locate workers of one scorer (--streams)
 GPU_STREAMS = 4  # --streams auto on a CUDA device (one locate worker per CUDA stream)
 MAX_CHUNK = 256  # a request/chunk never holds more frames than this
 
+# Split decode (--split K, pipeline/split_decode.py): one video decoded as K key-frame ranges in parallel.
+# `auto` picks 1 below SPLIT_AUTO_MIN_CORES cores (FFmpeg's own frame threads already fill them: measured,
+# README), else min(cores // SPLIT_CORES_PER_RANGE, key-frame ranges, frames // SPLIT_MIN_FRAMES).
+SPLIT_AUTO = "auto"
+DEFAULT_SPLIT = SPLIT_AUTO
+MAX_SPLIT = 64
+SPLIT_AUTO_MIN_CORES = 4
+SPLIT_CORES_PER_RANGE = 2  # each range's decoder gets this many FFmpeg threads
+SPLIT_MIN_FRAMES = 32  # `auto` never makes ranges shorter than this (a seek and a new decoder cost frames)
+SPLIT_BUFFER_MB = 1024  # decoded frames the ranges ahead of the one being scored may hold, per video
+SPLIT_MAX_REORDER = 32  # a packet further than this from its presentation position: timestamps not usable
+SPLIT_MAX_INDEX_FRAMES = 2_000_000  # longer streams (18 h at 30 fps) are decoded by one decoder, not indexed
+
 # Multi-face scoring (--faces all): at most this many faces per frame are scored (largest first),
 # faces are linked into tracks by IoU >= TRACK_MIN_IOU between consecutive sampled frames, and a track
 # survives TRACK_MAX_GAP sampled frames without its face. Tracks shorter than DEFAULT_MIN_TRACK frames

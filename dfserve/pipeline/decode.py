@@ -83,6 +83,7 @@ class VideoInfo:
 class DecodeStats:
     frames_decoded: int = 0
     warning: Optional[str] = None
+    ranges: int = 1  # key-frame ranges decoded in parallel (split_decode.py); 1: one decoder
 
 
 def _av():
@@ -91,7 +92,8 @@ def _av():
     return av
 
 
-def _open(path: str):
+def open_video(path: str):
+    """The file opened by PyAV with the demuxer / protocol whitelists; every failure a VideoError naming it."""
     av = _av()
     p = Path(path)
     try:
@@ -114,7 +116,7 @@ def _open(path: str):
     except PermissionError:
         raise VideoError(f"{path}: not readable (permission denied)") from None
     except av.error.FFmpegError as exc:
-        raise VideoError(f"{path}: not a readable video ({_ffmsg(exc)})") from exc
+        raise VideoError(f"{path}: not a readable video ({ffmsg(exc)})") from exc
     except Exception as exc:  # noqa: BLE001 - PyAV may raise plain OSError/ValueError on odd files
         raise VideoError(f"{path}: cannot be opened as a video ({type(exc).__name__}: {exc})") from exc
     if not container.streams.video:
@@ -192,7 +194,7 @@ def frame_checks(path: str, budget: DecodeBudget, guard: Optional[FrameGuard] = 
     return check
 
 
-def _ffmsg(exc) -> str:
+def ffmsg(exc) -> str:
     return getattr(exc, "strerror", None) or str(exc)
 
 
@@ -201,7 +203,7 @@ def probe(path: str, count_if_unknown: bool = False) -> VideoInfo:
 
     Refuses still images, absurd declared sizes / durations / frame counts before anything is decoded.
     """
-    container = _open(path)
+    container = open_video(path)
     try:
         vs = container.streams.video[0]
         cc = vs.codec_context
@@ -253,7 +255,7 @@ def _count_packets(path: str, duration: Optional[float]) -> int:
     """Count the video packets (frames) of a file that declares no frame count, within the time budget."""
     budget = DecodeBudget(str(path), duration, Path(path).stat().st_size)
     budget.start()
-    container = _open(path)
+    container = open_video(path)
     n = 0
     try:
         for pkt in container.demux(container.streams.video[0]):
@@ -268,17 +270,41 @@ def _count_packets(path: str, duration: Optional[float]) -> int:
     return n
 
 
-def _frame_time(frame):
+def frame_time(frame):
     """Presentation time of a frame in seconds as an exact Fraction, or None."""
     if frame.pts is None or frame.time_base is None:
         return None
     return frame.pts * frame.time_base
 
 
-def _upright(arr: np.ndarray, rotation: int) -> np.ndarray:
+def upright(arr: np.ndarray, rotation: int) -> np.ndarray:
     """Apply a display matrix rotation (degrees counterclockwise, multiples of 90) as players do."""
     k = int(round(rotation / 90.0)) % 4
     return np.ascontiguousarray(np.rot90(arr, k)) if k else arr
+
+
+def decoder_stream(container, path: str, threads: int = 0):
+    """The container's video stream set up for decoding: FFmpeg's own threads (`threads` of them, 0: as many
+    as it likes) and the decoder's pixel limit. A stream without a decoder is a VideoError."""
+    vs = container.streams.video[0]
+    if vs.codec_context is None:
+        raise VideoError(f"{path}: its video stream has an unknown codec or no decoder in this FFmpeg build")
+    vs.thread_type = "AUTO"
+    if threads:
+        vs.thread_count = threads
+    vs.codec_context.options = {"max_pixels": str(MAX_PIXELS)}
+    return vs
+
+
+def note_truncation(path: str, info: VideoInfo, stats: DecodeStats) -> None:
+    """After decoding ran to the end of the stream: warn (in `stats.warning`) when the container promised
+    more frames than there were."""
+    declared = info.frames_declared
+    if stats.warning is None and declared and stats.frames_decoded < declared - 1:
+        # an index at the front of the file (mp4 faststart) promises frames that are not there
+        stats.warning = (f"decoded {stats.frames_decoded} of the {declared} frames the container declares: "
+                         "the file looks truncated; the verdict covers the frames decoded")
+        log.warning("%s: %s", path, stats.warning)
 
 
 def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeStats,
@@ -294,7 +320,7 @@ def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeS
     check_colors(colors)
     av = _av()
     sampler = policy.sampler(info.fps, info.n_frames)
-    container = _open(path)
+    container = open_video(path)
     try:
         size = Path(path).stat().st_size
     except OSError:
@@ -304,11 +330,7 @@ def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeS
     idx_buf: List[int] = []
     frm_buf: List[np.ndarray] = []
     try:
-        vs = container.streams.video[0]
-        if vs.codec_context is None:
-            raise VideoError(f"{path}: its video stream has an unknown codec or no decoder in this FFmpeg build")
-        vs.thread_type = "AUTO"
-        vs.codec_context.options = {"max_pixels": str(MAX_PIXELS)}
+        vs = decoder_stream(container, path)
         i = -1
         ended = True  # decoding ran to the end of the stream (not stopped by the sampling policy)
         budget.start()
@@ -317,9 +339,9 @@ def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeS
                 i += 1
                 stats.frames_decoded = i + 1
                 check(i + 1, frame.width, frame.height)
-                if sampler.keep(i, _frame_time(frame)):
+                if sampler.keep(i, frame_time(frame)):
                     rot = frame.rotation or 0
-                    arr = _upright(frame_to_bgr(frame, colors), rot)
+                    arr = upright(frame_to_bgr(frame, colors), rot)
                     info.rotation = rot
                     if arr.shape[1] != info.width or arr.shape[0] != info.height:
                         # rotated display, or a resolution change mid-stream: keep going with the new size
@@ -336,19 +358,15 @@ def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeS
                     break
         except av.error.FFmpegError as exc:
             if stats.frames_decoded == 0:
-                raise VideoError(f"{path}: corrupt video, no frame could be decoded ({_ffmsg(exc)})") from exc
-            stats.warning = f"decoding stopped after frame {stats.frames_decoded - 1}: {_ffmsg(exc)}"
+                raise VideoError(f"{path}: corrupt video, no frame could be decoded ({ffmsg(exc)})") from exc
+            stats.warning = f"decoding stopped after frame {stats.frames_decoded - 1}: {ffmsg(exc)}"
             log.warning("%s: %s", path, stats.warning)
         except (MemoryError, OverflowError) as exc:
             raise VideoError(f"{path}: cannot be decoded ({type(exc).__name__}: a corrupt or hostile file)") from exc
         if stats.frames_decoded == 0:
             raise VideoError(f"{path}: no frame could be decoded (truncated or corrupt video)")
-        declared = info.frames_declared
-        if ended and stats.warning is None and declared and stats.frames_decoded < declared - 1:
-            # an index at the front of the file (mp4 faststart) promises frames that are not there
-            stats.warning = (f"decoded {stats.frames_decoded} of the {declared} frames the container declares: "
-                             "the file looks truncated; the verdict covers the frames decoded")
-            log.warning("%s: %s", path, stats.warning)
+        if ended:
+            note_truncation(path, info, stats)
         budget.pause()
         if idx_buf:
             yield idx_buf, frm_buf

@@ -2,7 +2,8 @@
 
 Three stages overlap, each in its own thread(s), joined by bounded queues:
 
-1. decode threads (PyAV releases the GIL) decode, split each chunk where the frame size changes and
+1. decode threads (PyAV releases the GIL) decode (a video as key-frame ranges in parallel with `--split`:
+   split_decode.py), split each chunk where the frame size changes and
    make the detector's downscaled input — no full-frame work is left to the later stages;
 2. the locate thread runs the detector, picks/tracks faces and crops them;
 3. the calling thread classifies crops in batches shared by several videos and tallies verdicts.
@@ -26,11 +27,13 @@ from typing import Callable, Iterable, Iterator, List, Optional
 
 import numpy as np
 
+from .. import spec
 from ..errors import DfserveError, NoFaceError, VideoError
 from .chunk import FrameRecord, VideoTally, records_from_faces, same_size_runs
-from .decode import DecodeStats, VideoInfo, iter_frames, probe
+from .decode import DecodeStats, VideoInfo, probe
 from .faces import classifier_input, crop_faces, detector_input, faces_per_frame
 from .options import FACES_MODES, NO_FACE_MODES, ScoreOptions  # noqa: F401 (re-exported)
+from .split_decode import iter_frames_split
 from .tracking import IoUTracker
 
 log = logging.getLogger(__name__)
@@ -100,7 +103,9 @@ class Scorer:
         self.frames_decoded_total = 0
 
     # ---------------------------------------------------------------- hooks a device scorer overrides
-    iter_frames = staticmethod(iter_frames)  # where frames come from
+    def iter_frames(self, path, policy, info, stats, chunk=spec.DEFAULT_CHUNK, colors=spec.DEFAULT_COLORS):
+        """Where frames come from: PyAV, one video decoded as `--split` key-frame ranges (split_decode.py)."""
+        return iter_frames_split(path, policy, info, stats, chunk, colors=colors, split=self.opt.split)
 
     def detector_prep(self, frames):
         """Runs in the decode thread: the detector's input for one same-size run (None: done in locate).

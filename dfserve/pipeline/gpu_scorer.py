@@ -14,9 +14,10 @@ from typing import Iterator, List, Tuple
 import numpy as np
 
 from .. import spec
-from .decode import DecodeStats, VideoInfo, iter_frames
+from .decode import DecodeStats, VideoInfo
 from .engine import ScoreOptions, Scorer
 from .sampling import SamplePolicy
+from .split_decode import iter_frames_split
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
     """Decode with NVDEC (PyNvVideoCodec SimpleDecoder); yield (indices, uint8 BGR [B,H,W,3] CUDA tensor).
 
     One SimpleDecoder, hence one NVDEC session, per video: the scorer's decode workers decode several
-    videos at once, each on its own session. 'all' decodes sequential batches (get_batch_frames); sparse
+    videos at once, each on its own session. `--split` does not apply here (a video is one session; the
+    PyAV paths split: split_decode.py). 'all' decodes sequential batches (get_batch_frames); sparse
     policies fetch only the frames they keep by index (get_batch_frames_by_index), which lets the
     decoder seek to the nearest key frame instead of decoding everything.
 
@@ -172,14 +174,14 @@ def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
         settle()
 
 
-def iter_frames_uploaded(path, policy, info, stats, chunk=16, device="cuda", colors="seed"):
-    """PyAV decode, one host-to-device copy per chunk (per run of one frame size, where the size changes
-    mid-chunk: a batch tensor holds one size)."""
+def iter_frames_uploaded(path, policy, info, stats, chunk=16, device="cuda", colors="seed", split="1"):
+    """PyAV decode (`split` key-frame ranges: split_decode.py), one host-to-device copy per chunk (per run of
+    one frame size, where the size changes mid-chunk: a batch tensor holds one size)."""
     import torch
 
     from .chunk import same_size_runs
 
-    for idx, frames in iter_frames(path, policy, info, stats, chunk, colors=colors):
+    for idx, frames in iter_frames_split(path, policy, info, stats, chunk, colors=colors, split=split):
         for run_idx, run in same_size_runs(idx, frames):
             yield run_idx, torch.from_numpy(np.stack(run)).to(device, non_blocking=True)
 
@@ -198,7 +200,7 @@ class TorchScorer(Scorer):
             self.iter_frames = lambda *a, **kw: iter_frames_nvdec(*a, gpu_id=dev.index or 0, **kw)
             self.decoder = "nvdec"
         else:
-            self.iter_frames = lambda *a, **kw: iter_frames_uploaded(*a, device=dev, **kw)
+            self.iter_frames = lambda *a, **kw: iter_frames_uploaded(*a, device=dev, split=self.opt.split, **kw)
             self.decoder = "pyav"
         import torch
 

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from .. import spec
 from ..errors import UsageError
 from .sampling import SamplePolicy, parse_policy
+from .split_decode import parse_split
 
 FACES_MODES = ("largest", "all", "precropped")
 FACES_ALIASES = {"detect": "largest"}  # the name before multi-face scoring
@@ -40,11 +41,14 @@ class ScoreOptions:
     colors: str = spec.DEFAULT_COLORS  # seed (BT.601 for every stream, as the seed's OpenCV) | stream (its own matrix)
     box: str = spec.DEFAULT_BOX  # seed (RetinaFace boxes mapped to dlib's framing) | retinaface (raw boxes)
     detector: str = spec.DETECTOR_RETINAFACE  # retinaface | dlib (the seed's HOG detector, CPU, first face)
+    split: str = spec.DEFAULT_SPLIT  # auto | K: one video decoded as K key-frame ranges in parallel (split_decode.py)
 
     def __post_init__(self):
         if isinstance(self.sample, str):
             self.sample = parse_policy(self.sample)
         self.faces = FACES_ALIASES.get(self.faces, self.faces)
+        if isinstance(self.split, int) and not isinstance(self.split, bool):
+            self.split = str(self.split)
 
     def validate(self) -> "ScoreOptions":
         if self.head not in spec.HEADS:
@@ -77,6 +81,7 @@ class ScoreOptions:
         for name in ("batch", "chunk", "decode_workers", "detect_max_side"):
             if int(getattr(self, name)) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        self.split = parse_split(self.split)
         if self.chunk > spec.MAX_CHUNK:
             raise UsageError(f"chunk must be at most {spec.MAX_CHUNK} frames, got {self.chunk}")
         return self
@@ -92,7 +97,8 @@ class ScoreOptions:
                    min_face=args.min_face, min_track=args.min_track,
                    colors=getattr(args, "colors", spec.DEFAULT_COLORS),
                    box=getattr(args, "box", spec.DEFAULT_BOX),
-                   detector=getattr(args, "detector", spec.DETECTOR_RETINAFACE)).validate()
+                   detector=getattr(args, "detector", spec.DETECTOR_RETINAFACE),
+                   split=getattr(args, "split", spec.DEFAULT_SPLIT)).validate()
 
     @property
     def box_used(self) -> str:
@@ -134,6 +140,9 @@ class ScoreOptions:
         for k, v in d.items():
             if k == "sample":
                 clean[k] = parse_policy(str(v))
+                continue
+            if k == "split":  # "auto" or a number of ranges, as a string or a JSON number
+                clean[k] = parse_split(v)
                 continue
             want = kinds[k]
             try:
