@@ -18,7 +18,8 @@ FACES_ALIASES = {"detect": "largest"}  # the name before multi-face scoring
 NO_FACE_MODES = ("skip", "frame")
 
 # Options a caller of a server may set per request; the rest are the server's (repository config).
-REQUEST_FIELDS = ("sample", "head", "faces", "no_face", "timeline", "chunk", "min_face", "min_track", "colors")
+REQUEST_FIELDS = ("sample", "head", "faces", "no_face", "timeline", "chunk", "min_face", "min_track", "colors",
+                  "explain")
 
 
 @dataclass
@@ -39,6 +40,7 @@ class ScoreOptions:
     colors: str = spec.DEFAULT_COLORS  # seed (BT.601 for every stream, as the seed's OpenCV) | stream (its own matrix)
     box: str = spec.DEFAULT_BOX  # seed (RetinaFace boxes mapped to dlib's framing) | retinaface (raw boxes)
     detector: str = spec.DETECTOR_RETINAFACE  # retinaface | dlib (the seed's HOG detector, CPU, first face)
+    explain: int = 0  # evidence frames per row, with their occlusion heat (0: none computed, no cost)
 
     def __post_init__(self):
         if isinstance(self.sample, str):
@@ -74,6 +76,8 @@ class ScoreOptions:
         for name in ("batch", "chunk", "decode_workers", "detect_max_side"):
             if int(getattr(self, name)) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if isinstance(self.explain, bool) or not 0 <= int(self.explain) <= spec.MAX_EXPLAIN:
+            raise UsageError(f"--explain must be between 0 and {spec.MAX_EXPLAIN} frames, got {self.explain!r}")
         if self.chunk > spec.MAX_CHUNK:
             raise UsageError(f"chunk must be at most {spec.MAX_CHUNK} frames, got {self.chunk}")
         return self
@@ -88,7 +92,8 @@ class ScoreOptions:
                    min_face=args.min_face, min_track=args.min_track,
                    colors=getattr(args, "colors", spec.DEFAULT_COLORS),
                    box=getattr(args, "box", spec.DEFAULT_BOX),
-                   detector=getattr(args, "detector", spec.DETECTOR_RETINAFACE)).validate()
+                   detector=getattr(args, "detector", spec.DETECTOR_RETINAFACE),
+                   explain=getattr(args, "explain", 0) or 0).validate()
 
     @property
     def box_used(self) -> str:
