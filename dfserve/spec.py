@@ -384,7 +384,7 @@ DEFAULT_MIN_TRACK = 5
 
 # Evidence with every verdict (issue 24: `--explain N`). The heat of an evidence frame is occlusion sensitivity:
 # each HEAT_PATCH x HEAT_PATCH patch of the normalised 112x112 crop (stride HEAT_PATCH: a HEAT_GRID x HEAT_GRID
-# grid) is set to 0 (the ImageNet mean colour) and the classifier runs on every occluded copy; a cell's heat is
+# grid) is greyed (flattened to its own mean colour) and the classifier runs on every occluded copy; a cell's heat is
 # the drop of the FAKE-minus-REAL logit margin when it is greyed (positive: that region pushed toward FAKE).
 # Cost: HEAT_GRID**2 + 1 classifier passes per evidence frame. Segments: runs of sampled frames whose per-frame
 # p_fake, smoothed by a centred moving mean over SEGMENT_SMOOTH_FRAMES sampled frames, stays above FAKE_THRESHOLD.

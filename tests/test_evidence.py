@@ -203,8 +203,9 @@ def _crops_for_faithfulness(runtime) -> np.ndarray:
 
 
 def test_heat_is_faithful(runtime):
-    """Greying the top 10 % of heat cells drops the FAKE-minus-REAL logit margin more than greying a random 10 %
-    (median of 10 draws), for at least 9 of 10 crops: the heat says where the classifier looked."""
+    """Greying (`occlude`: each cell flattened to its own mean colour, the heat's own occlusion) the top 10 % of heat
+    cells drops the FAKE-minus-REAL logit margin more than greying a random 10 % (median of 10 draws), for at least
+    9 of 10 crops: the heat says where the classifier looked. (Measured: 9 of 10 with this seeded checkpoint.)"""
     from dfserve.pipeline.faces import classifier_input
 
     crops = _crops_for_faithfulness(runtime)

@@ -5,10 +5,12 @@
   collecting evidence costs a heap push per frame and N crops of memory, whatever the video's length.
 - `occlusion_heat` is computed once per video, at the end, for the N frames kept: occlusion sensitivity
   with the classifier itself, through the runtime's `classify` (onnxruntime, OpenVINO, torch alike). Each
-  HEAT_PATCH x HEAT_PATCH patch of the normalised crop (stride HEAT_PATCH: a 14x14 grid) is set to 0, the
-  ImageNet mean colour; all occluded copies and the original go through the classifier in batches; a cell's
-  heat is how much the FAKE-minus-REAL logit margin drops when it is greyed (positive: that region pushed
-  the frame toward FAKE). Cost: HEAT_GRID**2 + 1 = 197 classifier passes per evidence frame.
+  HEAT_PATCH x HEAT_PATCH patch of the normalised crop (stride HEAT_PATCH: a 14x14 grid) is greyed: flattened
+  to its own mean colour, its detail removed (flattening to the ImageNet mean colour instead, a far larger and
+  less local change, made the heat unfaithful on the test crops: 6 of 10); all occluded copies and the original
+  go through the classifier in batches; a cell's heat is how much the FAKE-minus-REAL logit margin drops when
+  it is greyed (positive: that region pushed the frame toward FAKE). Cost: HEAT_GRID**2 + 1 = 197 classifier
+  passes per evidence frame.
 - `fake_segments`: time ranges where the smoothed per-frame p_fake stays above the decision threshold.
 """
 from __future__ import annotations
@@ -97,11 +99,17 @@ def fake_margin(logits: np.ndarray) -> np.ndarray:
     return z[:, spec.CLASS_FAKE] - z[:, spec.CLASS_REAL]
 
 
+def grey_cell(x: np.ndarray, i: int, j: int, patch: int = spec.HEAT_PATCH) -> None:
+    """In place: grid cell (i, j) of normalised faces x [...,3,112,112] flattened to its own mean colour."""
+    cell = x[..., i * patch:(i + 1) * patch, j * patch:(j + 1) * patch]
+    cell[...] = cell.mean(axis=(-1, -2), keepdims=True)
+
+
 def occlude(x: np.ndarray, cells: Sequence[Tuple[int, int]], patch: int = spec.HEAT_PATCH) -> np.ndarray:
-    """A copy of normalised faces x [...,3,112,112] with the given (row, col) grid cells set to 0 (the mean colour)."""
+    """A copy of normalised faces x [...,3,112,112] with the given (row, col) grid cells greyed (`grey_cell`)."""
     out = np.array(x, copy=True)
     for i, j in cells:
-        out[..., i * patch:(i + 1) * patch, j * patch:(j + 1) * patch] = 0.0
+        grey_cell(out, i, j, patch)
     return out
 
 
@@ -117,8 +125,7 @@ def occlusion_heat(classify: ClassifyFn, crops_uint8: np.ndarray, patch: int = s
     for k in range(len(x)):
         batch = np.repeat(x[k:k + 1], g * g + 1, axis=0)
         for c in range(g * g):
-            i, j = divmod(c, g)
-            batch[1 + c, :, i * patch:(i + 1) * patch, j * patch:(j + 1) * patch] = 0.0
+            grey_cell(batch[1 + c], *divmod(c, g), patch)
         m = fake_margin(classify(batch))
         out[k] = (m[0] - m[1:]).reshape(g, g)
     return out
