@@ -58,6 +58,9 @@ def make_scorer(opts: ScoreOptions, config: ScorerConfig):
     elif opts.box != spec.DEFAULT_BOX and config.server:
         raise UsageError(f"--box {opts.box}: the server crops with its own box convention ({spec.DEFAULT_BOX}); "
                          "drop --server to score with raw RetinaFace boxes")
+    if config.server and opts.explain:
+        raise UsageError("--explain is computed by the embedded scorer (its classifier runs the occlusion heat); "
+                         "drop --server, or score with --models / --checkpoint")
     if config.server:
         if config.checkpoint or config.models:
             raise UsageError("--server scores with the server's models: drop --checkpoint / --models")
@@ -122,6 +125,7 @@ def score_paths(paths: Sequence[str], opts: ScoreOptions, config: ScorerConfig, 
     from tqdm import tqdm
 
     from .pipeline.decode import find_videos
+    from .pipeline.evidence_files import EvidenceFiles
     from .pipeline.results import RowWriter, path_key, read_done, summary_table
 
     if resume and out is None:
@@ -134,6 +138,7 @@ def score_paths(paths: Sequence[str], opts: ScoreOptions, config: ScorerConfig, 
     if done:
         log.info("--resume: %d of %d videos already in %s", len(videos) - len(todo), len(videos), out)
     scorer = scorer or make_scorer(opts, config)
+    files = EvidenceFiles(out) if (out is not None and opts.explain) else None  # else PNGs stay base64 in the rows
     run = ScoreRun(todo=len(todo))
     t0 = time.perf_counter()
     bar = tqdm(total=len(todo), unit="video", disable=not progress or None, file=sys.stderr, dynamic_ncols=True)
@@ -144,6 +149,8 @@ def score_paths(paths: Sequence[str], opts: ScoreOptions, config: ScorerConfig, 
     try:
         with RowWriter(out, append=bool(resume)) as w:
             for row in scorer.score(todo):
+                if files is not None:
+                    row = files.externalize(row)
                 w.write(row)
                 run.rows.append(row)
                 run.frames += row["frames_scored"]

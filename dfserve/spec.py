@@ -396,3 +396,17 @@ MAX_FACES_PER_FRAME = 32
 TRACK_MIN_IOU = 0.3
 TRACK_MAX_GAP = 5
 DEFAULT_MIN_TRACK = 5
+
+# Evidence with every verdict (issue 24: `--explain N`). The heat of an evidence frame is occlusion sensitivity:
+# each HEAT_PATCH x HEAT_PATCH patch of the normalised 112x112 crop (stride HEAT_PATCH: a HEAT_GRID x HEAT_GRID
+# grid) is greyed (flattened to its own mean colour) and the classifier runs on every occluded copy; a cell's heat is
+# the drop of the FAKE-minus-REAL logit margin when it is greyed (positive: that region pushed toward FAKE).
+# Cost: HEAT_GRID**2 + 1 classifier passes per evidence frame. Segments: runs of sampled frames whose per-frame
+# p_fake, smoothed by a centred moving mean over SEGMENT_SMOOTH_FRAMES sampled frames, stays above FAKE_THRESHOLD.
+HEAT_PATCH = 8
+HEAT_GRID = FACE_SIZE // HEAT_PATCH  # 14
+FAKE_THRESHOLD = 0.5
+SEGMENT_SMOOTH_FRAMES = 5
+MAX_EXPLAIN = 64  # evidence frames a row may ask for
+WEB_EXPLAIN_DEFAULT = 3  # evidence frames the page asks for (the API's default stays 0: no cost)
+EVIDENCE_DIR_SUFFIX = ".evidence"  # PNGs beside --out: <out stem>.evidence/<safe video stem>-<frame>.png

@@ -211,6 +211,23 @@ def test_good_video_matches_dfserve_score(server, client, clips, exported):
     assert job_id in [j["id"] for j in listed]
 
 
+def test_explain_per_request_gives_evidence_and_segments(client, clips):
+    """explain=N per request (issue 24): the result carries the evidence frames (crop as base64 PNG, 14x14 heat)."""
+    import base64
+
+    r = submit(client, clips["face"], sample="first:1", explain=1)
+    assert r.status_code == 202, r.text
+    job = wait_job(client, r.json()["id"])
+    assert job["status"] == "done" and job["options"]["explain"] == 1, job
+    (e,) = job["result"]["evidence"]
+    assert e["frame"] == 0 and e["p_fake"] == job["result"]["p_fake"]
+    assert base64.b64decode(e["png_base64"])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(e["heat"]) == 14 and all(len(row) == 14 for row in e["heat"])
+    assert isinstance(job["result"]["segments"], list)
+    bad = submit(client, clips["face"], explain=1000)
+    assert bad.status_code == 422 and "explain" in bad.json()["error"]["message"]
+
+
 def test_noface_and_corrupt_fail_with_score_error_types(client, clips):
     ids = {k: submit(client, clips[k]).json()["id"] for k in ("noface", "corrupt")}
     noface, corrupt = (wait_job(client, ids[k]) for k in ("noface", "corrupt"))

@@ -139,8 +139,9 @@ class VideoTally:
     """
 
     def __init__(self, head: str, no_face: str = "skip", timeline: bool = False, sink=None,
-                 min_track: int = 1):
+                 min_track: int = 1, evidence=None):
         self.head = head
+        self.evidence = evidence  # an evidence.EvidenceKeeper (--explain, segments) or None
         self.no_face = no_face
         self.keep_timeline = timeline
         self.sink = sink if sink is not None else LocalAggregate(head)
@@ -177,8 +178,11 @@ class VideoTally:
             if t not in self.tracks:
                 self.tracks[t] = TrackState(t, self.head)
             self.tracks[t].add(recs)
+        pf = p_fake_per_frame(np.stack([r.logits for r in used])) if used and (
+            self.keep_timeline or self.evidence is not None) else []
+        if self.evidence is not None:
+            self.evidence.offer(used, pf)
         if self.keep_timeline:
-            pf = p_fake_per_frame(np.stack([r.logits for r in used])) if used else []
             p_of = {id(r): float(p) for r, p in zip(used, pf)}
             for r in records:
                 p = p_of.get(id(r))

@@ -31,6 +31,7 @@ from .. import spec
 from ..errors import DfserveError, NoFaceError, VideoError
 from .chunk import FrameRecord, VideoTally, records_from_faces, same_size_runs
 from .decode import DecodeStats, VideoInfo, probe
+from .evidence import EvidenceKeeper, evidence_entries, fake_segments, numpy_pixels
 from .faces import classifier_input, crop_faces, detector_input, faces_per_frame
 from .options import FACES_MODES, NO_FACE_MODES, ScoreOptions  # noqa: F401 (re-exported)
 from .split_decode import iter_frames_split
@@ -63,8 +64,10 @@ def error_dict(exc: BaseException) -> dict:
     return {"type": type(exc).__name__, "message": str(exc)}
 
 
-def new_tally(opts: ScoreOptions, sink=None) -> VideoTally:
-    return VideoTally(opts.head, opts.no_face, opts.timeline, sink, min_track=opts.min_track)
+def new_tally(opts: ScoreOptions, sink=None, pixels=numpy_pixels) -> VideoTally:
+    """A video's tally; with --explain N or --timeline it keeps the evidence (segments; N crops with --explain)."""
+    keeper = EvidenceKeeper(opts.explain, pixels) if (opts.explain or opts.timeline) else None
+    return VideoTally(opts.head, opts.no_face, opts.timeline, sink, min_track=opts.min_track, evidence=keeper)
 
 
 def new_tracker(opts: ScoreOptions) -> Optional[IoUTracker]:
@@ -128,6 +131,14 @@ class Scorer:
 
     def faces_to_logits(self, faces: list) -> np.ndarray:
         return self.rt.classify(classifier_input(np.stack(faces)))
+
+    def evidence_pixels(self, crop) -> np.ndarray:
+        """uint8 [112,112,3] BGR of one crop as `crop` returned it (kept for --explain)."""
+        return numpy_pixels(crop)
+
+    def classify_normalised(self, faces: np.ndarray) -> np.ndarray:
+        """float32 [B,3,112,112] normalised faces -> logits [B,2] (the --explain heat's classifier passes)."""
+        return np.asarray(self.rt.classify(faces))
 
     # ----------------------------------------------------------------------------- decode side
     def _produce(self, paths: "queue.Queue", out: "queue.Queue", stop: threading.Event, seq=None,
@@ -198,7 +209,7 @@ class Scorer:
         """
         if msg[0] == "start":
             job = msg[1]
-            job.tally = new_tally(self.opt)
+            job.tally = new_tally(self.opt, pixels=self.evidence_pixels)
             job.tracker = new_tracker(self.opt)
             job.expected = expected_frames(self.opt, job.info)
             job.t0 = time.perf_counter()
@@ -331,17 +342,19 @@ class Scorer:
         logits = np.asarray(self.faces_to_logits([r.crop for _, r in head]))
         by_job: dict = {}
         for (job, rec), z in zip(head, logits):
-            rec.logits, rec.crop = z, None
+            rec.logits = z
             by_job.setdefault(id(job), (job, []))[1].append(rec)
         for job, recs in by_job.values():
             if not job.failed:
-                job.tally.scored(recs)
+                job.tally.scored(recs)  # --explain keeps the crops of the top candidates here
+            for rec in recs:
+                rec.crop = None
         self.frames_scored_total += len(head)
         return rest
 
     def _row(self, job: VideoJob) -> dict:
         self.frames_decoded_total += job.stats.frames_decoded
-        return make_row(job, self.opt, self.model_id, self.tags)
+        return make_row(job, self.opt, self.model_id, self.tags, classify=self.classify_normalised)
 
 
 def runtime_fields(rt) -> dict:
@@ -352,8 +365,11 @@ def runtime_fields(rt) -> dict:
     return {"runtime": getattr(rt, "name", type(rt).__name__), "precision": prec}
 
 
-def make_row(job: VideoJob, opts: ScoreOptions, model_id: str, tags: Optional[dict] = None) -> dict:
-    """The result row of a finished job; the verdict comes from the job's tally (local or server-side)."""
+def make_row(job: VideoJob, opts: ScoreOptions, model_id: str, tags: Optional[dict] = None,
+             classify=None) -> dict:
+    """The result row of a finished job; the verdict comes from the job's tally (local or server-side).
+
+    `classify` (normalised faces -> logits) computes the --explain heat; without it evidence has no `heat`."""
     info = job.info
     verdict, scored = (None, 0)
     tally = job.tally
@@ -394,4 +410,14 @@ def make_row(job: VideoJob, opts: ScoreOptions, model_id: str, tags: Optional[di
         row["decided_by"] = tally.decided_by if tally else None
     if opts.timeline:
         row["timeline"] = tally.sorted_timeline() if tally else []
+    keeper = tally.evidence if tally is not None and not job.failed else None
+    if opts.explain or opts.timeline:
+        track = keeper.track_for(tally.decided_by) if keeper is not None else None
+        fps = info.fps if info and info.fps else None
+        row["segments"] = fake_segments(keeper.frames(track), fps) if keeper is not None else []
+        if opts.explain:
+            row["evidence"] = evidence_entries(keeper, track, fps, classify) if keeper is not None else []
+            if not row["evidence"]:
+                row["evidence_note"] = ("no evidence: the video could not be scored" if job.failed or keeper is None
+                                        else "no evidence: no frame was scored (no face found)")
     return row

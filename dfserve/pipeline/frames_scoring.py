@@ -13,7 +13,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import DfserveError, RequestLimitError, VideoError
+from ..errors import DfserveError, RequestLimitError, UsageError, VideoError
 from .chunk import FrameRecord, records_from_faces, records_from_outputs, score_chunk
 from .decode import FrameGuard, iter_frames, probe
 from .engine import ScoreOptions, VideoJob, error_dict, expected_frames, make_row, new_tally, new_tracker
@@ -38,6 +38,9 @@ class FramesModels:
     classify_fn: Optional[ClassifyFn] = None
 
     def stage(self, opts: ScoreOptions, tracker=None):
+        if opts.explain:
+            raise UsageError(f"explain={opts.explain}: evidence frames are computed by the embedded scorer "
+                             "(`dfserve score` without --server, `dfserve web`), not by deepfake_video")
         if opts.faces == "precropped":
             return frames_stage(precropped_frames_fn(self.classify_fn))
         if opts.faces == "all":

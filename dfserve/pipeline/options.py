@@ -19,7 +19,8 @@ FACES_ALIASES = {"detect": "largest"}  # the name before multi-face scoring
 NO_FACE_MODES = ("skip", "frame")
 
 # Options a caller of a server may set per request; the rest are the server's (repository config).
-REQUEST_FIELDS = ("sample", "head", "faces", "no_face", "timeline", "chunk", "min_face", "min_track", "colors")
+REQUEST_FIELDS = ("sample", "head", "faces", "no_face", "timeline", "chunk", "min_face", "min_track", "colors",
+                  "explain")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class ScoreOptions:
     box: str = spec.DEFAULT_BOX  # seed (RetinaFace boxes mapped to dlib's framing) | retinaface (raw boxes)
     detector: str = spec.DETECTOR_RETINAFACE  # retinaface | dlib (the seed's HOG detector, CPU, first face)
     split: str = spec.DEFAULT_SPLIT  # auto | K: one video decoded as K key-frame ranges in parallel (split_decode.py)
+    explain: int = 0  # evidence frames per row, with their occlusion heat (0: none computed, no cost)
 
     def __post_init__(self):
         if isinstance(self.sample, str):
@@ -82,6 +84,8 @@ class ScoreOptions:
             if int(getattr(self, name)) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         self.split = parse_split(self.split)
+        if isinstance(self.explain, bool) or not 0 <= int(self.explain) <= spec.MAX_EXPLAIN:
+            raise UsageError(f"--explain must be between 0 and {spec.MAX_EXPLAIN} frames, got {self.explain!r}")
         if self.chunk > spec.MAX_CHUNK:
             raise UsageError(f"chunk must be at most {spec.MAX_CHUNK} frames, got {self.chunk}")
         return self
@@ -98,7 +102,8 @@ class ScoreOptions:
                    colors=getattr(args, "colors", spec.DEFAULT_COLORS),
                    box=getattr(args, "box", spec.DEFAULT_BOX),
                    detector=getattr(args, "detector", spec.DETECTOR_RETINAFACE),
-                   split=getattr(args, "split", spec.DEFAULT_SPLIT)).validate()
+                   split=getattr(args, "split", spec.DEFAULT_SPLIT),
+                   explain=getattr(args, "explain", 0) or 0).validate()
 
     @property
     def box_used(self) -> str:

@@ -242,6 +242,7 @@ def create_app(settings: WebSettings):
                       "colors": {"type": "string", "enum": ["seed", "stream"]},
                       "no_face": {"type": "string", "enum": ["skip", "frame"]},
                       "timeline": {"type": "boolean"}, "chunk": {"type": "integer"},
+                      "explain": {"type": "integer", "description": "evidence frames (crops as base64 PNG, heat)"},
                       "options": {"type": "string", "description": "the same options as one JSON object"}}}}}}})
     async def submit(request: Request):
         """Upload a video (multipart `file`) with options; 202 + Location of the job.
@@ -287,6 +288,9 @@ def create_app(settings: WebSettings):
             name = display_name(up.filename)
             try:
                 opts = options_from_form(up.fields, s.base_options)
+                if opts.explain and s.config.server:
+                    raise UsageError("explain: evidence frames are computed by the embedded scorer; this server "
+                                     "scores through Triton (--server): send explain=0")
             except (UsageError, ValueError) as exc:
                 raise ApiError(422, "UsageError", str(exc)) from None
             if up.size == 0:
