@@ -15,6 +15,8 @@ from typing import List, Optional, Sequence
 
 from . import spec
 from .errors import UsageError
+from .pipeline.limits import RequestLimits
+from .pipeline.limits import from_args as limits_from_args
 from .pipeline.options import ScoreOptions
 
 log = logging.getLogger("dfserve")
@@ -32,20 +34,28 @@ class ScorerConfig:
     threads: int = 0  # CPU threads for the runtime (0: all cores)
     precision: str = "fp32"  # fp32 | bf16 | int8 (issue 11: variants written by `dfserve export --precision`)
     detect_every: int = 1  # issue 11: detect on every K-th sampled frame, carry boxes between (1: every frame)
+    # per-video limits (issue 25, pipeline/limits.py): off by default for one's own files; the servers set theirs
+    limits: RequestLimits = field(default_factory=RequestLimits.local)
+
+    def __post_init__(self):
+        if isinstance(self.limits, dict):  # from dataclasses.asdict (a Ray actor's config)
+            self.limits = RequestLimits(**self.limits)
 
     @classmethod
-    def from_args(cls, args) -> "ScorerConfig":
+    def from_args(cls, args, entry: str = "local") -> "ScorerConfig":
+        """`entry`: whose default limits (limits.ENTRIES: "local" for `dfserve score`, "server" for `dfserve web`)."""
         return cls(models=getattr(args, "models", None), checkpoint=getattr(args, "checkpoint", None),
                    server=getattr(args, "server", None), device=getattr(args, "device", "cpu") or "cpu",
                    runtime=getattr(args, "runtime", "auto") or "auto", threads=getattr(args, "threads", 0) or 0,
                    precision=getattr(args, "precision", "fp32") or "fp32",
-                   detect_every=getattr(args, "detect_every", 1) or 1)
+                   detect_every=getattr(args, "detect_every", 1) or 1, limits=limits_from_args(args, entry))
 
 
 def make_scorer(opts: ScoreOptions, config: ScorerConfig):
     """The embedded scorer (onnxruntime or torch), or the Triton-backed one with `config.server`.
 
-    Whatever it returns has `score(paths) -> Iterator[row dict]` and `model_id`.
+    Whatever it returns has `score(paths) -> Iterator[row dict]` and `model_id`. The embedded scorers hold
+    each video to `config.limits`; with `config.server` the server's own limits apply.
     """
     if config.detect_every > 1 and (config.server or config.runtime == "torch" or config.device != "cpu"
                                     or opts.faces != "largest"):
@@ -73,8 +83,11 @@ def make_scorer(opts: ScoreOptions, config: ScorerConfig):
     if config.detect_every > 1:
         from .pipeline.detect_every import DetectEveryScorer
 
-        return DetectEveryScorer(rt, opts, resolved.model_id, every=config.detect_every)
-    return scorer_for(rt, opts, resolved.model_id)
+        scorer = DetectEveryScorer(rt, opts, resolved.model_id, every=config.detect_every)
+    else:
+        scorer = scorer_for(rt, opts, resolved.model_id)
+    scorer.limits = config.limits
+    return scorer
 
 
 def scorer_for(runtime, opts: ScoreOptions, model_id: Optional[str] = None):

@@ -16,21 +16,28 @@ def clip(tmp_path_factory):
 
 
 def test_the_spec_is_the_one_source_of_names_and_defaults():
-    assert [lim.param for lim in spec.REQUEST_LIMITS] == ["max_frames", "max_pixels", "max_cpu_s"]
-    assert [lim.flag for lim in spec.REQUEST_LIMITS] == ["--max-frames", "--max-pixels", "--max-cpu-s"]
-    assert RequestLimits().to_params() == {"max_frames": "36000", "max_pixels": "8294400", "max_cpu_s": "600"}
+    names = ["max_frames", "max_pixels", "max_total_pixels", "max_cpu_s", "max_wall_s", "max_upload_bytes"]
+    assert [lim.param for lim in spec.REQUEST_LIMITS] == names
+    assert [lim.flag for lim in spec.REQUEST_LIMITS] == ["--" + n.replace("_", "-") for n in names]
+    assert [lim.env for lim in spec.REQUEST_LIMITS] == ["DFSERVE_" + n.upper() for n in names]
+    assert RequestLimits().to_params() == {"max_frames": "36000", "max_pixels": "8294400",
+                                           "max_total_pixels": "74649600000", "max_cpu_s": "600",
+                                           "max_wall_s": "1800", "max_upload_bytes": "524288000"}
     assert dict(spec.DEEPFAKE_VIDEO.parameters) == RequestLimits().to_params()
-    assert RequestLimits.from_params({}) == RequestLimits()
+    assert RequestLimits.from_params({}) == RequestLimits() == RequestLimits.defaults("server")
+    assert not RequestLimits.local().active and RequestLimits().active  # one's own files: no limit by default
 
 
 def test_limits_from_config_parameters():
     lim = RequestLimits.from_params({"max_frames": "100", "max_cpu_s": "2.5", "device": "cpu"})
     assert (lim.max_frames, lim.max_pixels, lim.max_cpu_s) == (100, 3840 * 2160, 2.5)
+    assert RequestLimits.from_params({"max_frames": "100"}, RequestLimits.local()).to_params() == {
+        **{k: "0" for k in RequestLimits().to_params()}, "max_frames": "100"}
     assert RequestLimits.from_params(lim.to_params()) == lim
     assert lim.to_params()["max_cpu_s"] == "2.5"
     for bad, match in (({"max_frames": "many"}, "max_frames must be a number"),
-                       ({"max_pixels": "-1"}, "max_pixels .--max-pixels. must be a number >= 0"),
-                       ({"max_frames": "1.5"}, "max_frames .--max-frames. must be a whole number"),
+                       ({"max_pixels": "-1"}, "max_pixels .--max-pixels, DFSERVE_MAX_PIXELS. must be a number >= 0"),
+                       ({"max_frames": "1.5"}, "max_frames .--max-frames, DFSERVE_MAX_FRAMES. must be a whole number"),
                        ({"max_cpu_s": "nan"}, "max_cpu_s"), ({"max_cpu_s": "inf"}, "max_cpu_s")):
         with pytest.raises(UsageError, match=match):
             RequestLimits.from_params(bad)
@@ -40,7 +47,7 @@ def test_the_guard_refuses_each_limit_by_name():
     clock = [10.0]
     guard = RequestLimits(max_frames=20, max_pixels=640 * 360, max_cpu_s=1.5).guard("my clip.mp4", lambda: clock[0])
     guard(20, 640, 360)  # at the limits: fine
-    with pytest.raises(RequestLimitError, match=r"my clip.mp4: over the server's limit of 20 frames decoded per "
+    with pytest.raises(RequestLimitError, match=r"my clip.mp4: over the limit of 20 frames decoded per "
                                                 r"request \(max_frames\)"):
         guard(21, 640, 360)
     with pytest.raises(RequestLimitError, match=r"my clip.mp4: .*limit of 230400 pixels per frame \(max_pixels\): "
@@ -50,7 +57,7 @@ def test_the_guard_refuses_each_limit_by_name():
     with pytest.raises(RequestLimitError, match=r"my clip.mp4: .*limit of 1.5 CPU seconds per request \(max_cpu_s\): "
                                                 r"1.60 CPU seconds used after 3 frames"):
         guard(3, 64, 64)
-    RequestLimits(max_frames=0, max_pixels=0, max_cpu_s=0).guard("x", lambda: clock[0])(10 ** 9, 10 ** 5, 10 ** 5)
+    RequestLimits.local().guard("x", lambda: clock[0])(10 ** 9, 10 ** 5, 10 ** 5)
 
 
 def test_limit_messages_are_short_and_printable():
