@@ -81,7 +81,7 @@ def load_torch_runtime(models_dir: Path, checkpoint: Optional[Path], device: str
     seeded random weights recorded in the export's metadata. `kw` goes to TorchRuntime (fp16, networks,
     cuda_graph_batches)."""
     from .export.checkpoint import load_seed_model, random_seed_model
-    from .pipeline.torch_runtime import TorchRuntime
+    from .pipeline.runtimes.torch_rt import TorchRuntime
 
     meta = read_metadata(Path(models_dir), need_onnx=False)
     w = meta.get("weights", {})
@@ -103,13 +103,13 @@ def load_torch_runtime(models_dir: Path, checkpoint: Optional[Path], device: str
 
 # ------------------------------------------------------------------------------------ runtimes
 def _load_onnxruntime(resolved: ResolvedModels, device: str, threads: int, batch: int, checkpoint, precision: str):
-    from .pipeline.runtime import OnnxRuntime
+    from .pipeline.runtimes.ort import OnnxRuntime
 
     return OnnxRuntime(resolved.models_dir, threads=threads or None, classifier_batch=batch, precision=precision)
 
 
 def _load_openvino(resolved: ResolvedModels, device: str, threads: int, batch: int, checkpoint, precision: str):
-    from .pipeline.runtime_openvino import OpenVinoRuntime
+    from .pipeline.runtimes.openvino import OpenVinoRuntime
 
     return OpenVinoRuntime(resolved.models_dir, threads=threads or None, classifier_batch=batch, precision=precision)
 
@@ -132,7 +132,7 @@ def load_runtime(name: str, resolved: ResolvedModels, device: str = "cpu", threa
                  precision: str = "fp32"):
     """Build runtime `name` for the exported models. "auto": torch on CUDA; on the CPU the fastest installed
     runtime that runs `precision` (pipeline/runtimes/choice.py: OpenVINO, else onnxruntime)."""
-    from .pipeline.runtime_choice import resolve_runtime
+    from .pipeline.runtimes.choice import resolve_runtime
 
     device = device or "cpu"
     if name in (None, "", "auto") and device.startswith("cuda"):
