@@ -96,8 +96,11 @@ class RequestLimits:
         path = file or env.get(spec.LIMITS_FILE_ENV) or None
         if path:
             limits = cls.from_params(read_limits_file(Path(path)), limits, source=f"limits file {path}:")
-        limits = cls.from_params({lim.param: env.get(lim.env) for lim in spec.REQUEST_LIMITS}, limits,
-                                 source="environment variable for")
+        values = {lim.param: env.get(lim.env) for lim in spec.REQUEST_LIMITS}
+        for lim in spec.REQUEST_LIMITS:
+            if values[lim.param] is not None and str(values[lim.param]).strip():
+                values[lim.param] = _number(values[lim.param], f"environment variable {lim.env}")
+        limits = cls.from_params(values, limits)
         if cli:
             limits = cls.from_params({k: v for k, v in cli.items() if v is not None}, limits, source="flag for")
         return limits
