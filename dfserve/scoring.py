@@ -36,6 +36,8 @@ class ScorerConfig:
     detect_every: int = 1  # issue 11: detect on every K-th sampled frame, carry boxes between (1: every frame)
     # per-video limits (issue 25, pipeline/limits.py): off by default for one's own files; the servers set theirs
     limits: RequestLimits = field(default_factory=RequestLimits.local)
+    # a long-running server (`dfserve web`): memory before the last few % of speed (models.load_runtime `lean`)
+    lean: bool = False
 
     def __post_init__(self):
         if isinstance(self.limits, dict):  # from dataclasses.asdict (a Ray actor's config)
@@ -51,11 +53,14 @@ class ScorerConfig:
                    detect_every=getattr(args, "detect_every", 1) or 1, limits=limits_from_args(args, entry))
 
 
-def make_scorer(opts: ScoreOptions, config: ScorerConfig):
+def make_scorer(opts: ScoreOptions, config: ScorerConfig, share_with=None):
     """The embedded scorer (onnxruntime or torch), or the Triton-backed one with `config.server`.
 
     Whatever it returns has `score(paths) -> Iterator[row dict]` and `model_id`. The embedded scorers hold
-    each video to `config.limits`; with `config.server` the server's own limits apply.
+    each video to `config.limits`; with `config.server` the server's own limits apply. `share_with`: an
+    embedded scorer made with the same `config` whose runtime (the loaded models) the new one reuses, when the
+    options allow (same classifier batch, no --detect-every): a server's scorers for several option sets then
+    hold one copy of the models. Never call two scorers sharing a runtime from two threads at once.
     """
     if config.detect_every > 1 and (config.server or config.runtime == "torch" or config.device != "cpu"
                                     or opts.faces != "largest"):
@@ -73,13 +78,18 @@ def make_scorer(opts: ScoreOptions, config: ScorerConfig):
         from .client.remote import RemoteScorer
 
         return RemoteScorer(config.server, opts)
+    shared = getattr(share_with, "rt", None)
+    if shared is not None and config.detect_every == 1 and getattr(share_with.opt, "batch", None) == opts.batch:
+        scorer = scorer_for(shared, opts, share_with.model_id)
+        scorer.limits = config.limits
+        return scorer
     from .models import load_runtime, resolve_models
 
     resolved = resolve_models(config.models, config.checkpoint)
     if resolved.untrained:
         log.warning("the models in %s have RANDOM, UNTRAINED weights: verdicts are meaningless", resolved.models_dir)
     rt = load_runtime(config.runtime, resolved, config.device, config.threads, opts.batch, config.checkpoint,
-                      precision=config.precision)
+                      precision=config.precision, lean=config.lean)
     if config.detect_every > 1:
         from .pipeline.detect_every import DetectEveryScorer
 

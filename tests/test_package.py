@@ -49,3 +49,12 @@ def test_gpu_extra_pins_nothing_tied_to_one_cuda_major():
     source = "\n".join(p.read_text() for p in (root / "dfserve").rglob("*.py"))
     for n in names:
         assert re.search(rf"import {imports.get(n, n)}\b|from {imports.get(n, n)}\b", source), f"{n}: imported by nothing"
+
+
+def test_make_bench_runs_the_web_soak():
+    """Issue 25: the 8-client web soak is part of `make bench` (its figures land in benchmarks/results/<machine>/)."""
+    from pathlib import Path
+
+    make = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    recipe = make.split("\nbench: ", 1)[1].split("\n\n", 1)[0]
+    assert "benchmarks/web_soak.py" in recipe and "--clients 8" in recipe and "--duration $(SOAK_S)" in recipe

@@ -283,6 +283,32 @@ def test_over_limit_uploads_are_refused_by_name_and_the_worker_goes_on(server, c
     assert client.get("/readyz").json()["ready"]
 
 
+def test_a_lean_scorer_releases_its_memory_and_shares_its_runtime(exported, clips):
+    """Issue 25 (web memory): `dfserve web` scores lean: onnxruntime with memory patterns off (OpenVINO keeps each
+    shape's memory for good), its arenas shrinkable when idle; a scorer for other options reuses the runtime."""
+    from dfserve.pipeline.options import ScoreOptions
+    from dfserve.scoring import ScorerConfig, make_scorer
+
+    config = ScorerConfig(models=exported.out_dir, lean=True)
+    home = make_scorer(ScoreOptions(), config)
+    assert home.rt.name == "onnxruntime"
+    assert not home.rt._cls.get_session_options().enable_mem_pattern
+    other = make_scorer(ScoreOptions(timeline=True, sample="every:2"), config, share_with=home)
+    assert other.rt is home.rt and next(other.score([clips["face"]]))["error"] is None
+    home.rt.release()  # the idle hook: shrinks both arenas
+    assert make_scorer(ScoreOptions(batch=8), config, share_with=home).rt is not home.rt  # another batch: its own
+
+
+def test_one_copy_of_the_models_per_worker_whatever_the_options(client, clips):
+    """Issue 25 (web memory): jobs with several option sets are scored by scorers that share their worker's
+    runtime: the server holds one copy of the models per worker (2 here), not one per option set."""
+    ids = [submit(client, clips["face"], name=f"opts {k}.mp4", **o).json()["id"]
+           for k, o in enumerate(({"sample": "every:2"}, {"head": "last", "timeline": "false"}, {"sample": "first:5"},
+                                  {"colors": "stream"}))]
+    assert {wait_job(client, i)["status"] for i in ids} == {"done"}
+    assert client.get("/readyz").json()["models_loaded"] == 2
+
+
 def test_concurrent_uploads(client, clips):
     def one(k):
         with httpx.Client(base_url=str(client.base_url), timeout=60) as c:

@@ -215,7 +215,7 @@ def create_app(settings: WebSettings):
     def readyz():
         """Models loaded and every worker running: ready to take jobs."""
         body = {"ready": runner.ready, "workers": runner.n_workers, "queued": runner.queued,
-                "queue_size": runner.queue_size}
+                "queue_size": runner.queue_size, "models_loaded": runner.models_loaded}
         return JSONResponse(body, status_code=200 if runner.ready else 503)
 
     @app.get("/v1/config", tags=["jobs"])

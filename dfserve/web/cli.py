@@ -79,7 +79,11 @@ def run(args) -> int:
     token = args.token or os.environ.get("DFSERVE_WEB_TOKEN") or None
     config = ScorerConfig.from_args(args)
     config.limits = web_limits(args)
+    config.lean = True  # bounded memory: onnxruntime without memory patterns, released when idle (web/memory.py)
     base = ScoreOptions()
+    from .memory import setup as memory_setup
+
+    memory_setup()  # before any thread that allocates: the malloc arena cap (web/memory.py)
     first = make_scorer(base, config)  # fails here, before binding, on bad model files
     data_dir = (args.data_dir or default_data_dir()).expanduser()
     settings = WebSettings(data_dir=data_dir, db=args.db, workers=args.workers,
