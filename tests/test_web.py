@@ -201,8 +201,9 @@ def test_good_video_matches_dfserve_score(server, client, clips, exported):
     job = wait_job(client, job_id)
     assert job["status"] == "done", job
     res = job["result"]
+    assert res["runtime"] == "onnxruntime"  # the web server scores lean (issue 25): `dfserve score --runtime onnxruntime`
     direct = next(make_scorer(ScoreOptions(sample="every:2", timeline=True),
-                              ScorerConfig(models=exported.out_dir)).score([clips["face"]]))
+                              ScorerConfig(models=exported.out_dir, runtime="onnxruntime")).score([clips["face"]]))
     assert res["p_fake"] == direct["p_fake"] and res["label"] == direct["label"]
     assert res["confidence"] == direct["confidence"] and res["frames_scored"] == direct["frames_scored"] == 12
     assert res["path"] == "face clip.mp4" and str(server.data_dir) not in str(job)
