@@ -16,7 +16,7 @@ TEST_STAMP := $(VENV)/.dfserve-test-extras
 help:
 	@echo "make demo   - generate sample videos, export models, score them (main job)"
 	@echo "make test   - install into $(VENV) and run the CPU test suite (incl. real tritonserver tests)"
-	@echo "make bench  - side-by-side benchmark (seed pipeline vs dfserve), results in benchmarks/results/"
+	@echo "make bench  - side-by-side benchmark (seed pipeline vs dfserve) and the web soak, results in benchmarks/results/"
 	@echo "make bench-gpu [STEP=step1|step2] - GPU run: wheels from .whl/, gpu tests, GPU benchmark"
 
 venv: $(STAMP)
@@ -54,8 +54,12 @@ test-all: venv $(TEST_STAMP)
 demo: venv
 	$(BIN)/dfserve demo
 
+# the web soak (benchmarks/web_soak.py: 8 clients, SOAK_S seconds, peak RSS) scores with the bench's random weights
+SOAK_S ?= 120
 bench: venv
 	$(BIN)/dfserve bench --quick --triton --perf-analyzer
+	DFSERVE_CACHE=.cache/bench/cache $(BIN)/python benchmarks/web_soak.py --checkpoint .cache/bench/random_seed0_UNTRAINED.pt \
+	  --clients 8 --duration $(SOAK_S)
 
 bench-full: venv
 	$(BIN)/dfserve bench --triton --perf-analyzer

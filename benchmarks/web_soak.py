@@ -65,6 +65,7 @@ class Stats:
         self.failures = []
         self.latencies = []
         self.scoring = []  # the scorer's own time per job (result.elapsed_s): latency minus queueing and polling
+        self.runtimes = set()  # what scored the jobs (the rows' `runtime`)
 
     def fail(self, what: str):
         with self.lock:
@@ -123,6 +124,8 @@ def client_loop(cid: int, url: str, clips: list, stop_at: float, drain_at: float
                         st.latencies.append(lat)
                         if (job.get("result") or {}).get("elapsed_s") is not None:
                             st.scoring.append(job["result"]["elapsed_s"])
+                        if (job.get("result") or {}).get("runtime"):
+                            st.runtimes.add(job["result"]["runtime"])
                         if expect == "done":
                             st.jobs_done += 1
                         else:
@@ -226,7 +229,8 @@ def main(argv=None) -> int:
         "command": " ".join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else list(argv))),
         "machine": {k: info[k] for k in ("cpu", "cores", "memory_gb", "gpu")},
         "load_average_1m": {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)},
-        "server": {"workers": args.workers, "queue": args.queue, "runtime": "onnxruntime (embedded, CPU)",
+        "server": {"workers": args.workers, "queue": args.queue,
+                   "runtime": ", ".join(sorted(st.runtimes)) + " (embedded, CPU; the jobs' rows)",
                    "bind": "127.0.0.1 (loopback only)"},
         "load": {"clients": args.clients, "duration_s": args.duration, "wall_s": round(wall, 1),
                  "clips": [{"name": Path(p).name, "expect": e} for p, e in clips], "sample": args.sample,

@@ -100,6 +100,9 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
                    help="score on a Ray cluster: HOST:PORT, auto or ray://HOST:PORT; alone: a local Ray (dfserve[ray])")
     p.add_argument("--ray-actors", type=int, default=0, metavar="N",
                    help="with --ray: N scorer actors (default: one per 4 CPUs of each node, or one per GPU)")
+    from .pipeline.limits import add_arguments as add_limits
+
+    add_limits(p, "local")  # per-video limits: off unless set (README: Request limits)
 
 
 def run_score(args) -> int:
@@ -203,19 +206,17 @@ def _add_repo(sub) -> None:
                         "TensorRT plans for the two networks + python models on GPU tensors (NVIDIA's container)")
     b.add_argument("--models", type=Path, help="folder made by `dfserve export` (model files are copied in)")
     b.add_argument("--out", type=Path, default=Path("model_repository"), help="repository folder")
-    lim = b.add_argument_group("per-request limits of deepfake_video (config parameters; 0: no limit)")
-    for limit in spec.REQUEST_LIMITS:
-        lim.add_argument(limit.flag, dest=limit.param, type=float, default=limit.default, metavar="N",
-                         help=f"at most N {limit.unit} (default {limit.config_value(limit.default)})")
+    from .pipeline.limits import add_arguments as add_limits
+
+    add_limits(b, "server")  # deepfake_video's per-request limits, written as its config parameters
     b.set_defaults(func=_cmd_repo_build)
 
 
 def _cmd_repo_build(args) -> int:
-    from .pipeline.limits import RequestLimits
+    from .pipeline.limits import from_args as limits_from_args
     from .serving.repo import build_repo
 
-    limits = RequestLimits.from_params({lim.param: str(getattr(args, lim.param)) for lim in spec.REQUEST_LIMITS})
-    out = build_repo(args.out, args.flavor, args.models, limits)
+    out = build_repo(args.out, args.flavor, args.models, limits_from_args(args, "server"))
     print(f"wrote the {args.flavor} model repository to {out}"
           + ("" if args.models else " (configs only: add --models DIR to copy the model files)"))
     return 0

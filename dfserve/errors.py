@@ -54,10 +54,15 @@ class RequestLimitError(DfserveError):
     """A request went over a limit of the server (frames decoded, pixels per frame, CPU seconds).
 
     The message names the limit and the client's file name (never a server path), at most
-    MAX_MESSAGE_CHARS long."""
+    MAX_MESSAGE_CHARS long; `limit` is the limit's name (`spec.REQUEST_LIMITS` param, e.g. "max_frames"),
+    the machine-readable code rows and HTTP answers carry."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, limit: str | None = None):
         super().__init__(cut(str(message)))
+        self.limit = limit
+
+    def __reduce__(self):  # pickled with its limit (a Ray actor's error reaches the driver whole)
+        return type(self), (str(self), self.limit)
 
 
 class ImageShapeError(DfserveError, ValueError):

@@ -297,6 +297,47 @@ def make_absurd_duration_file(path, duration_s: float = 1e12) -> dict:
     return {"path": str(path), "duration_s": duration_s}
 
 
+# Over-limit files (issue 25: request limits are tested on real files of each kind, made in about a second).
+def make_long_low_fps_video(path, minutes: float = 20, fps: int = 1, width: int = 64, height: int = 48) -> dict:
+    """A long recording at a low frame rate (default 20 minutes at 1 fps = 1200 frames), tiny so it encodes fast:
+    many frames and a long duration in a small file. MP4 declares its frame count; MKV does not."""
+    n = int(round(minutes * 60 * fps))
+    bg = _background(height, width, 5)
+    write_video(path, (np.roll(bg, k % width, axis=1) for k in range(n)), fps, "h264")
+    return {"path": str(path), "frames": n, "fps": fps, "width": width, "height": height,
+            "duration_s": n / fps}
+
+
+def make_8k_frame_video(path, width: int = 7680, height: int = 4320) -> dict:
+    """One 8K UHD frame (7680x4320, H.264 level 6.x) as a video: a frame over a 4K pixel limit, ~100 kB."""
+    write_video(path, [np.ascontiguousarray(np.broadcast_to(_background(height // 8, width // 8, 6)
+                                                           .repeat(8, 0).repeat(8, 1), (height, width, 3)))], 30,
+                "h264")
+    return {"path": str(path), "frames": 1, "width": width, "height": height}
+
+
+def make_decode_bomb(path, width: int = 1920, height: int = 1080, n_frames: int = 300, fps: int = 30) -> dict:
+    """A decode bomb: a tiny file (~17 kB by default) that decodes to a huge amount of pixels (1080p x 300 =
+    622 M pixels, 1.9 GB as BGR frames): one flat-colour frame repeated, H.264 skip frames after one key frame.
+    In Matroska, whose header declares no frame count: only decoding finds out how much it holds."""
+    import av
+
+    with av.open(str(path), mode="w") as out:
+        st = out.add_stream("libx264", rate=fps)
+        st.width, st.height, st.pix_fmt = width, height, "yuv420p"
+        st.options = {"preset": "ultrafast", "crf": "51", "x264-params": "keyint=1000000:scenecut=0:log=-1"}
+        frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 90, np.uint8), format="bgr24")
+        frame = frame.reformat(format="yuv420p")  # converted once, encoded n times
+        for k in range(n_frames):
+            frame.pts = k
+            for pkt in st.encode(frame):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
+    return {"path": str(path), "frames": n_frames, "width": width, "height": height,
+            "decoded_pixels": n_frames * width * height}
+
+
 def make_noface_video(path, n_frames: int = 30, width: int = 640, height: int = 360, fps: int = 30,
                       codec: str = "h264") -> dict:
     """A pan over skimage's coffee cup: no face anywhere."""

@@ -15,6 +15,8 @@ from typing import List, Optional, Sequence
 
 from . import spec
 from .errors import UsageError
+from .pipeline.limits import RequestLimits
+from .pipeline.limits import from_args as limits_from_args
 from .pipeline.options import ScoreOptions
 
 log = logging.getLogger("dfserve")
@@ -33,20 +35,34 @@ class ScorerConfig:
     precision: str = "fp32"  # fp32 | bf16 | int8 (issue 11: variants written by `dfserve export --precision`)
     detect_every: int = 1  # issue 11: detect on every K-th sampled frame, carry boxes between (1: every frame)
     compile: bool = False  # torch runtime: torch.compile (inductor) both networks
+    # per-video limits (issue 25, pipeline/limits.py): off by default for one's own files; the servers set theirs
+    limits: RequestLimits = field(default_factory=RequestLimits.local)
+    # a long-running server (`dfserve web`): memory before the last few % of speed (models.load_runtime `lean`)
+    lean: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.limits, dict):  # from dataclasses.asdict (a Ray actor's config)
+            self.limits = RequestLimits(**self.limits)
 
     @classmethod
-    def from_args(cls, args) -> "ScorerConfig":
+    def from_args(cls, args, entry: str = "local") -> "ScorerConfig":
+        """`entry`: whose default limits (limits.ENTRIES: "local" for `dfserve score`, "server" for `dfserve web`)."""
         return cls(models=getattr(args, "models", None), checkpoint=getattr(args, "checkpoint", None),
                    server=getattr(args, "server", None), device=getattr(args, "device", "cpu") or "cpu",
                    runtime=getattr(args, "runtime", "auto") or "auto", threads=getattr(args, "threads", 0) or 0,
                    precision=getattr(args, "precision", "fp32") or "fp32",
-                   detect_every=getattr(args, "detect_every", 1) or 1, compile=bool(getattr(args, "compile", False)))
+                   detect_every=getattr(args, "detect_every", 1) or 1, compile=bool(getattr(args, "compile", False)),
+                   limits=limits_from_args(args, entry))
 
 
-def make_scorer(opts: ScoreOptions, config: ScorerConfig):
+def make_scorer(opts: ScoreOptions, config: ScorerConfig, share_with=None):
     """The embedded scorer (onnxruntime or torch), or the Triton-backed one with `config.server`.
 
-    Whatever it returns has `score(paths) -> Iterator[row dict]` and `model_id`.
+    Whatever it returns has `score(paths) -> Iterator[row dict]` and `model_id`. The embedded scorers hold
+    each video to `config.limits`; with `config.server` the server's own limits apply. `share_with`: an
+    embedded scorer made with the same `config` whose runtime (the loaded models) the new one reuses, when the
+    options allow (same classifier batch, no --detect-every): a server's scorers for several option sets then
+    hold one copy of the models. Never call two scorers sharing a runtime from two threads at once.
     """
     if config.detect_every > 1 and (config.server or config.runtime == "torch" or config.device != "cpu"
                                     or opts.faces != "largest"):
@@ -67,18 +83,26 @@ def make_scorer(opts: ScoreOptions, config: ScorerConfig):
         from .client.remote import RemoteScorer
 
         return RemoteScorer(config.server, opts)
+    shared = getattr(share_with, "rt", None)
+    if shared is not None and config.detect_every == 1 and getattr(share_with.opt, "batch", None) == opts.batch:
+        scorer = scorer_for(shared, opts, share_with.model_id)
+        scorer.limits = config.limits
+        return scorer
     from .models import load_runtime, resolve_models
 
     resolved = resolve_models(config.models, config.checkpoint)
     if resolved.untrained:
         log.warning("the models in %s have RANDOM, UNTRAINED weights: verdicts are meaningless", resolved.models_dir)
     rt = load_runtime(config.runtime, resolved, config.device, config.threads, opts.batch, config.checkpoint,
-                      precision=config.precision, compile=config.compile)
+                      precision=config.precision, compile=config.compile, lean=config.lean)
     if config.detect_every > 1:
         from .pipeline.detect_every import DetectEveryScorer
 
-        return DetectEveryScorer(rt, opts, resolved.model_id, every=config.detect_every)
-    return scorer_for(rt, opts, resolved.model_id)
+        scorer = DetectEveryScorer(rt, opts, resolved.model_id, every=config.detect_every)
+    else:
+        scorer = scorer_for(rt, opts, resolved.model_id)
+    scorer.limits = config.limits
+    return scorer
 
 
 def scorer_for(runtime, opts: ScoreOptions, model_id: Optional[str] = None):

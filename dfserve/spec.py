@@ -300,26 +300,41 @@ VIDEO_AGGREGATOR = ModelSpec(
 
 @dataclass(frozen=True)
 class RequestLimit:
-    """A per-request limit of the whole-video model `deepfake_video`: a config.pbtxt parameter of that
-    model (written by `dfserve repo build`, flag `--<param with dashes>`), read by the python model and
-    enforced on every decoded frame. 0 switches it off."""
+    """A per-request limit, one of the fields of `pipeline.limits.RequestLimits`, enforced by every entry
+    (`dfserve score`, `dfserve web`, the Ray scorer, Triton's `deepfake_video`). Its names: `param` (the
+    field, the config-file key and the config.pbtxt parameter of deepfake_video), `flag` (the CLI flag of
+    `score`, `web` and `repo build`) and `env` (the environment variable). 0 switches it off.
+
+    `default` holds for the servers (web, Triton), which take files from others; `local_default` for
+    scoring one's own files (`dfserve score`, embedded or on Ray): off, so a long local video is never
+    refused by surprise (FFmpeg's own checks and the decode time budget still apply)."""
 
     param: str
     default: float
     unit: str  # what it counts, for help texts and error messages
+    local_default: float = 0
 
     @property
     def flag(self) -> str:
         return "--" + self.param.replace("_", "-")
 
+    @property
+    def env(self) -> str:
+        return "DFSERVE_" + self.param.upper()
+
     def config_value(self, value: float) -> str:
         return f"{value:g}" if not float(value).is_integer() else str(int(value))
 
 
-LIMIT_FRAMES = RequestLimit("max_frames", 36_000, "frames decoded per request")
-LIMIT_PIXELS = RequestLimit("max_pixels", 3840 * 2160, "pixels per frame")
+LIMIT_FRAMES = RequestLimit("max_frames", 36_000, "frames decoded per request")  # 20 min at 30 fps
+LIMIT_PIXELS = RequestLimit("max_pixels", 3840 * 2160, "pixels per frame")  # 4K UHD
+LIMIT_TOTAL_PIXELS = RequestLimit("max_total_pixels", 36_000 * 1920 * 1080,  # 20 min of 1080p at 30 fps
+                                  "decoded pixels per request")
 LIMIT_CPU_S = RequestLimit("max_cpu_s", 600, "CPU seconds per request")
-REQUEST_LIMITS = (LIMIT_FRAMES, LIMIT_PIXELS, LIMIT_CPU_S)
+LIMIT_WALL_S = RequestLimit("max_wall_s", 1800, "wall-clock seconds per request")
+LIMIT_UPLOAD_BYTES = RequestLimit("max_upload_bytes", 500 * 2**20, "bytes per uploaded file")
+REQUEST_LIMITS = (LIMIT_FRAMES, LIMIT_PIXELS, LIMIT_TOTAL_PIXELS, LIMIT_CPU_S, LIMIT_WALL_S, LIMIT_UPLOAD_BYTES)
+LIMITS_FILE_ENV = "DFSERVE_LIMITS_FILE"  # a JSON or TOML file of limit values (keys: the params above)
 
 # Whole-video model: encoded video bytes + JSON options in, one score row (JSON) out.
 DEEPFAKE_VIDEO = ModelSpec(

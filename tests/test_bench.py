@@ -14,6 +14,24 @@ def test_dlib_face_locations_finds_the_astronaut():
     assert abs((left + right) / 2 - (x1 + x2) / 2) < 25 and abs((top + bottom) / 2 - (y1 + y2) / 2) < 30
 
 
+@pytest.mark.parametrize("rotation", [-90, 180])
+def test_seed_pipeline_frames_are_upright_as_the_seed_apps_opencv(tmp_path, rotation):
+    """Issue 25: the seed apps' OpenCV turned rotated phone clips upright (4.11.0 alone did not, by mistake):
+    the seed pipeline's frames are the upright ones, as dfserve's decoder gives them."""
+    pytest.importorskip("cv2")
+    from dfserve import samples
+    from dfserve.bench.seed_pipeline import opencv_frames
+    from dfserve.pipeline.decode import DecodeStats, iter_frames, probe
+    from dfserve.pipeline.sampling import parse_policy
+
+    t = samples.make_portrait_phone_video(tmp_path / f"phone {rotation}.mp4", n_frames=3, rotation=rotation)
+    seed = list(opencv_frames(t["path"]))
+    ours = [f for _, fs in iter_frames(t["path"], parse_policy("all"), probe(t["path"]), DecodeStats()) for f in fs]
+    assert len(seed) == len(ours) == 3
+    for a, b in zip(seed, ours):
+        assert a.shape == b.shape == t["upright"][0].shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
 def test_seed_pipeline_runs_the_seed_forward(seed_model, videos):
     from dfserve.bench.seed_pipeline import SeedPipeline, opencv_frames
     from dfserve.export.reference import SeedReference

@@ -122,9 +122,9 @@ def cluster():
         c.shutdown()
 
 
-def _cli(*args, **kw):
+def _cli(*args, env=None, **kw):
     return subprocess.run([sys.executable, "-m", "dfserve.cli", *map(str, args)], capture_output=True, text=True,
-                          env=_env(), timeout=300, **kw)
+                          env=env or _env(), timeout=300, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +197,24 @@ def test_models_missing_on_the_nodes_is_reported(cluster, small_videos, tmp_path
     r = _cli("score", small_videos, "--models", tmp_path / "not there", "--ray", cluster.address, "--no-progress")
     assert r.returncode == 1, r.stderr
     assert "no scorer actor could start" in r.stderr and "ModelFilesError" in r.stderr
+
+
+def test_limits_reach_the_actors_an_over_limit_video_is_an_error_row(cluster, exported, small_videos, tmp_path):
+    """Issue 25: the driver's limits (here DFSERVE_MAX_PIXELS) travel to the actors: an 8K frame is a row naming
+    max_pixels, the other videos of the batch are scored."""
+    from dfserve import samples
+
+    d = tmp_path / "limits"
+    d.mkdir()
+    big = samples.make_8k_frame_video(d / "eight k.mp4")["path"]
+    ok = str(shutil.copy(small_videos / "v0.mp4", d / "v0.mp4"))
+    out = tmp_path / "rows.jsonl"
+    r = _cli("score", d, "--models", exported.out_dir, "--out", out, "--ray", cluster.address, "--no-progress",
+             env={**_env(), "DFSERVE_MAX_PIXELS": str(3840 * 2160)})
+    assert r.returncode == 0, r.stderr + cluster.log_tail()
+    rows = {x["path"]: x for x in load_rows(out)}
+    assert rows[big]["error"]["type"] == "RequestLimitError" and rows[big]["error"]["limit"] == "max_pixels"
+    assert rows[ok]["error"] is None and rows[ok]["label"] in ("FAKE", "REAL")
 
 
 def test_worker_node_killed_mid_run_every_row_exactly_once(cluster, exported, tmp_path):

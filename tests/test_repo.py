@@ -74,21 +74,24 @@ def _params(path):
     return {k: v.string_value for k, v in parse_config(path.read_text()).parameters.items()}
 
 
-def test_the_builder_writes_the_request_limits(tmp_path):
-    """deepfake_video's config carries the spec's request limits; `dfserve repo build --max-frames
-    --max-pixels --max-cpu-s` and build_repo(limits=) set them; no other model gets them."""
+def test_the_builder_writes_the_request_limits(tmp_path, monkeypatch):
+    """deepfake_video's config carries the spec's request limits (all six, issue 25); `dfserve repo build
+    --max-frames --max-pixels --max-cpu-s ...`, the DFSERVE_MAX_* environment and build_repo(limits=) set them;
+    no other model gets them."""
     from dfserve.cli import main
     from dfserve.pipeline.limits import RequestLimits
 
     build_repo(tmp_path / "default", "cpu")
-    assert _params(tmp_path / "default" / "deepfake_video" / "config.pbtxt") == {
-        "device": "cpu", "max_frames": "36000", "max_pixels": "8294400", "max_cpu_s": "600"}
-    assert _params(COMMITTED / "deepfake_video" / "config.pbtxt")["max_frames"] == "36000"
-    want = {"device": "cpu", "max_frames": "100", "max_pixels": "230400", "max_cpu_s": "2.5"}
+    defaults = {"max_frames": "36000", "max_pixels": "8294400", "max_total_pixels": "74649600000",
+                "max_cpu_s": "600", "max_wall_s": "1800", "max_upload_bytes": "524288000"}
+    assert _params(tmp_path / "default" / "deepfake_video" / "config.pbtxt") == {"device": "cpu", **defaults}
+    assert {k: v for k, v in _params(COMMITTED / "deepfake_video" / "config.pbtxt").items() if k != "device"} == defaults
+    want = {"device": "cpu", **defaults, "max_frames": "100", "max_pixels": "230400", "max_cpu_s": "2.5"}
     build_repo(tmp_path / "api", "gpu", limits=RequestLimits(max_frames=100, max_pixels=640 * 360, max_cpu_s=2.5))
     assert _params(tmp_path / "api" / "deepfake_video" / "config.pbtxt") == want
-    assert main(["repo", "build", "--out", str(tmp_path / "cli"), "--max-frames", "100", "--max-pixels", "230400",
-                 "--max-cpu-s", "2.5"]) == 0
+    monkeypatch.setenv("DFSERVE_MAX_CPU_S", "2.5")
+    monkeypatch.setenv("DFSERVE_MAX_FRAMES", "7")  # the flag wins over the environment
+    assert main(["repo", "build", "--out", str(tmp_path / "cli"), "--max-frames", "100", "--max-pixels", "230400"]) == 0
     assert _params(tmp_path / "cli" / "deepfake_video" / "config.pbtxt") == want
     for name in model_names():
         if name != "deepfake_video":

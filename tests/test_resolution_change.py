@@ -63,3 +63,17 @@ def test_embedded_scorer_handles_a_size_change(runtime, switch_videos, name):
     expect = 1.0 / (1.0 + np.exp(-np.mean(np.log(pf / (1 - pf)))))
     assert row["frames_scored"] == segs[0]["frames_scored"] + segs[1]["frames_scored"]
     assert abs(row["p_fake"] - expect) < 1e-3
+
+
+def test_probe_counts_every_segment_of_a_concatenated_ts(tmp_path):
+    """Issue 25: each TS segment restarts its clock, so the declared duration covers the first segment only;
+    probe counts the packets of the whole file (uniform / first-N sampling and progress rely on it)."""
+    from dfserve import samples
+    from dfserve.pipeline.decode import probe
+
+    v = samples.make_resolution_switch_video(tmp_path / "three segments.ts", sizes=((160, 96), (320, 180), (160, 96)),
+                                             n_each=10)
+    info = probe(v["path"])
+    assert info.container == "mpegts" and info.n_frames == 30 and abs(info.duration_s - 1.0) < 0.05
+    seg = samples.make_face_video(tmp_path / "one.ts", n_frames=10, width=160, height=96)
+    assert probe(seg["path"]).n_frames == 10

@@ -50,7 +50,7 @@ def _refused(c: DeepfakeClient, video, limit: str, name: str, **kw) -> str:
     with pytest.raises(RequestLimitError) as e:
         c.score_video(video, name=name, **kw)
     msg = str(e.value)
-    assert f"({limit})" in msg and name in msg and "over the server's limit" in msg, msg
+    assert f"({limit})" in msg and name in msg and "over the limit" in msg, msg
     assert tempfile.gettempdir() not in msg and len(msg) <= 2000
     return msg
 

@@ -40,8 +40,13 @@ def clips(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(exported, tmp_path_factory):
-    srv = WebServer(exported.out_dir, tmp_path_factory.mktemp("web data") / "data dir", "--max-upload-mb", 1,
-                    "--workers", 2, "--queue", 32).start()
+    # limits (issue 25): the flags, and one through the environment; the clips below are far under them
+    os.environ["DFSERVE_MAX_TOTAL_PIXELS"] = "100000000"  # 48 frames of 1080p
+    try:
+        srv = WebServer(exported.out_dir, tmp_path_factory.mktemp("web data") / "data dir", "--max-upload-mb", 1,
+                        "--workers", 2, "--queue", 32, "--max-frames", 600).start()
+    finally:
+        del os.environ["DFSERVE_MAX_TOTAL_PIXELS"]
     yield srv
     assert srv.stop(), srv.log_tail()
 
@@ -196,8 +201,9 @@ def test_good_video_matches_dfserve_score(server, client, clips, exported):
     job = wait_job(client, job_id)
     assert job["status"] == "done", job
     res = job["result"]
+    assert res["runtime"] == "onnxruntime"  # the web server scores lean (issue 25): `dfserve score --runtime onnxruntime`
     direct = next(make_scorer(ScoreOptions(sample="every:2", timeline=True),
-                              ScorerConfig(models=exported.out_dir)).score([clips["face"]]))
+                              ScorerConfig(models=exported.out_dir, runtime="onnxruntime")).score([clips["face"]]))
     assert res["p_fake"] == direct["p_fake"] and res["label"] == direct["label"]
     assert res["confidence"] == direct["confidence"] and res["frames_scored"] == direct["frames_scored"] == 12
     assert res["path"] == "face clip.mp4" and str(server.data_dir) not in str(job)
@@ -259,11 +265,66 @@ def test_too_large_is_413(server, client, clips, tmp_path):
     before = uploads(server)
     r = submit(client, clips["big"])  # 1.5 MB: refused while streaming
     assert r.status_code == 413 and r.json()["error"]["type"] == "UploadTooLarge"
+    assert r.json()["error"]["limit"] == "max_upload_bytes" and "1048576 bytes" in r.json()["error"]["message"]
     huge = tmp_path / "huge.mp4"
     huge.write_bytes(os.urandom(3 * 2**20))  # 3 MB: refused on Content-Length
     r = submit(client, huge)
     assert r.status_code == 413
     assert uploads(server) == before
+
+
+def test_over_limit_uploads_are_refused_by_name_and_the_worker_goes_on(server, client, tmp_path):
+    """Issue 25, real over-limit files: what the header shows (an 8K frame, 1200 declared frames at 1 fps) is a 422
+    naming the limit before any decoding; a decode bomb (17 kB, 622 M pixels, no declared frame count) is a failed
+    job naming max_total_pixels, stopped after 49 frames; the next upload is scored (worker free, server up)."""
+    from dfserve import samples
+
+    assert client.get("/v1/config").json()["limits"] == {
+        "max_frames": 600, "max_pixels": 3840 * 2160, "max_total_pixels": 100_000_000, "max_cpu_s": 600,
+        "max_wall_s": 1800, "max_upload_bytes": 2**20}
+    before = uploads(server)
+    for make, name, limit in ((samples.make_8k_frame_video, "eight k.mp4", "max_pixels"),
+                              (samples.make_long_low_fps_video, "twenty minutes.mp4", "max_frames")):
+        r = submit(client, make(tmp_path / name)["path"])
+        err = r.json()["error"]
+        assert r.status_code == 422 and err["type"] == "RequestLimitError" and err["limit"] == limit, r.text
+        assert err["message"].startswith(f"{name}: over the limit") and str(tmp_path) not in err["message"]
+    assert uploads(server) == before  # nothing kept, nothing queued
+    r = submit(client, samples.make_decode_bomb(tmp_path / "bomb.mkv")["path"])
+    assert r.status_code == 202, r.text
+    job = wait_job(client, r.json()["id"])
+    assert job["status"] == "failed" and job["error"]["type"] == "RequestLimitError", job
+    assert job["error"]["limit"] == "max_total_pixels" and job["error"]["message"].startswith("bomb.mkv: ")
+    assert 48 <= job["result"]["frames_decoded"] <= 50
+    r = submit(client, samples.make_face_video(tmp_path / "after.mp4", n_frames=8, width=320, height=180)["path"])
+    assert wait_job(client, r.json()["id"])["status"] == "done"
+    assert client.get("/readyz").json()["ready"]
+
+
+def test_a_lean_scorer_releases_its_memory_and_shares_its_runtime(exported, clips):
+    """Issue 25 (web memory): `dfserve web` scores lean: onnxruntime with memory patterns off (OpenVINO keeps each
+    shape's memory for good), its arenas shrinkable when idle; a scorer for other options reuses the runtime."""
+    from dfserve.pipeline.options import ScoreOptions
+    from dfserve.scoring import ScorerConfig, make_scorer
+
+    config = ScorerConfig(models=exported.out_dir, lean=True)
+    home = make_scorer(ScoreOptions(), config)
+    assert home.rt.name == "onnxruntime"
+    assert not home.rt._cls.get_session_options().enable_mem_pattern
+    other = make_scorer(ScoreOptions(timeline=True, sample="every:2"), config, share_with=home)
+    assert other.rt is home.rt and next(other.score([clips["face"]]))["error"] is None
+    home.rt.release()  # the idle hook: shrinks both arenas
+    assert make_scorer(ScoreOptions(batch=8), config, share_with=home).rt is not home.rt  # another batch: its own
+
+
+def test_one_copy_of_the_models_per_worker_whatever_the_options(client, clips):
+    """Issue 25 (web memory): jobs with several option sets are scored by scorers that share their worker's
+    runtime: the server holds one copy of the models per worker (2 here), not one per option set."""
+    ids = [submit(client, clips["face"], name=f"opts {k}.mp4", **o).json()["id"]
+           for k, o in enumerate(({"sample": "every:2"}, {"head": "last", "timeline": "false"}, {"sample": "first:5"},
+                                  {"colors": "stream"}))]
+    assert {wait_job(client, i)["status"] for i in ids} == {"done"}
+    assert client.get("/readyz").json()["models_loaded"] == 2
 
 
 def test_concurrent_uploads(client, clips):

@@ -34,9 +34,14 @@ class SeedResult:
 
 
 def opencv_frames(path: str):
-    """The seed's frame_extract: cv2.VideoCapture, read until it fails."""
+    """The seed's frame_extract: cv2.VideoCapture, read until it fails, frames turned upright.
+
+    The seed apps' OpenCV (4.5 to 4.10, and 4.12+) turns frames by the stream's display matrix by default;
+    4.11.0, the last release for numpy<2, turned it off by mistake (opencv/opencv#26795): set it, so rotated
+    phone clips reach the detector as the seed apps saw them."""
     cv2 = require("cv2", "opencv-python-headless<4.12", "bench")
     vid = cv2.VideoCapture(path)
+    vid.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
     try:
         ok = True
         while ok:

@@ -45,6 +45,10 @@ DECODE_BUDGET_PER_MB = 2.0  # per MB of file, for streams that declare no durati
 IO_TIMEOUT_S = 60.0  # one open / read call of FFmpeg (interrupt callback)
 # Container formats that are still images, and image codecs whose one-frame streams are not videos.
 IMAGE_FORMATS = {"image2", "image2pipe"}
+# Containers with no frame index whose timestamps may restart part-way (concatenated MPEG-TS / PS recordings:
+# each segment starts its clock again), so their declared duration covers the first segment only: probe
+# counts their video packets, always.
+COUNTED_FORMATS = {"mpegts", "mpeg"}
 # What FFmpeg may do with a file it is given: read that one file (no other protocol: no http, no
 # playlists pointing elsewhere) through container demuxers of real video files, and the single-image
 # demuxers (so a still image is recognised and refused by name). Playlists (hls, dash), concat,
@@ -237,14 +241,16 @@ def probe(path: str, count_if_unknown: bool = False) -> VideoInfo:
         still = _still_image(path, container, vs)
         if still:
             raise VideoError(f"{path}: a still image, not a video ({still}); dfserve scores videos")
-        if n is None and count_if_unknown:
+        fmt = (container.format.name or "").split(",")[0]
+        if n is None and (count_if_unknown or fmt in COUNTED_FORMATS):
             n = _count_packets(path, duration)
+            if fmt in COUNTED_FORMATS and n and fps and (duration is None or n / fps > duration * 1.1):
+                duration = n / fps  # the timestamps restarted (concatenated segments): the frames tell the length
         if n is None and duration and fps:
             n = int(round(duration * fps))
             if n > MAX_FRAMES:
                 raise VideoError(f"{path}: declares {duration:.3g} s at {fps:.3g} fps, an absurd {n} frames "
                                  f"(at most {MAX_FRAMES}): a corrupt or hostile header")
-        fmt = (container.format.name or "").split(",")[0]
         return VideoInfo(str(path), w, h, fps, n, duration, cc.name, 0, fmt,
                          int(vs.frames) if vs.frames else None)
     finally:

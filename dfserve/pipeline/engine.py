@@ -33,6 +33,7 @@ from .chunk import FrameRecord, VideoTally, records_from_faces, same_size_runs
 from .decode import DecodeStats, VideoInfo, probe
 from .evidence import EvidenceKeeper, evidence_entries, fake_segments, numpy_pixels
 from .faces import classifier_input, crop_faces, detector_input, faces_per_frame
+from .limits import RequestLimits
 from .options import FACES_MODES, NO_FACE_MODES, ScoreOptions  # noqa: F401 (re-exported)
 from .split_decode import iter_frames_split
 from .tracking import IoUTracker
@@ -61,7 +62,11 @@ class VideoJob:
 
 
 def error_dict(exc: BaseException) -> dict:
-    return {"type": type(exc).__name__, "message": str(exc)}
+    """A row's `error`: the type and message, and for a limit the limit's name (`limit`, machine-readable)."""
+    d = {"type": type(exc).__name__, "message": str(exc)}
+    if getattr(exc, "limit", None):
+        d["limit"] = exc.limit
+    return d
 
 
 def new_tally(opts: ScoreOptions, sink=None, pixels=numpy_pixels) -> VideoTally:
@@ -94,6 +99,8 @@ class Scorer:
     # decoded chunks waiting for the locate stage, per decode thread (memory: depth x chunk x frame size;
     # 2 -> 1 cut 1080p peak RSS by ~100 MB with no measurable loss of speed)
     queue_per_decoder = 1.0
+    # per-video limits (limits.py; `scoring.make_scorer` sets the config's); None or all 0: none
+    limits: Optional[RequestLimits] = None
 
     def __init__(self, runtime, options: ScoreOptions, model_id: str | None = None,
                  on_progress: Optional[ProgressFn] = None):
@@ -106,9 +113,9 @@ class Scorer:
         self.frames_decoded_total = 0
 
     # ---------------------------------------------------------------- hooks a device scorer overrides
-    def iter_frames(self, path, policy, info, stats, chunk=spec.DEFAULT_CHUNK, colors=spec.DEFAULT_COLORS):
+    def iter_frames(self, path, policy, info, stats, chunk=spec.DEFAULT_CHUNK, colors=spec.DEFAULT_COLORS, guard=None):
         """Where frames come from: PyAV, one video decoded as `--split` key-frame ranges (split_decode.py)."""
-        return iter_frames_split(path, policy, info, stats, chunk, colors=colors, split=self.opt.split)
+        return iter_frames_split(path, policy, info, stats, chunk, guard=guard, colors=colors, split=self.opt.split)
 
     def detector_prep(self, frames):
         """Runs in the decode thread: the detector's input for one same-size run (None: done in locate).
@@ -159,10 +166,14 @@ class Scorer:
             except queue.Empty:
                 return
             try:
+                guard = self._guard(job)
                 job.info = probe(job.path, count_if_unknown=self.opt.sample.needs_frame_count)
+                if guard is not None:
+                    self.limits.check_info(job.path, job.info.width, job.info.height, job.info.frames_declared)
                 put(("start", job))
+                kw = {"guard": guard} if guard is not None else {}
                 for idx, frames in self.iter_frames(job.path, self.opt.sample, job.info, job.stats, self.opt.chunk,
-                                                     colors=self.opt.colors):
+                                                     colors=self.opt.colors, **kw):
                     for run_idx, run in same_size_runs(idx, frames):
                         put(("chunk", job, run_idx, run, self.detector_prep(run)))
                 put(("end", job))
@@ -178,6 +189,19 @@ class Scorer:
     def _put_numbered(self, out, item, stop, seq, seq_lock) -> bool:
         with seq_lock:
             return self._put_quiet(out, (next(seq), item), stop)
+
+    def _guard(self, job: VideoJob):
+        """The job's frame guard (its clocks start now), after the file-size check; None without limits."""
+        if self.limits is None or not self.limits.active:
+            return None
+        from pathlib import Path
+
+        try:
+            size = Path(job.path).stat().st_size
+        except OSError:
+            size = 0  # missing / unreadable: probe says so
+        self.limits.check_upload(size, job.path)
+        return self.limits.guard(job.path)
 
     @staticmethod
     def _put_quiet(out, item, stop) -> bool:

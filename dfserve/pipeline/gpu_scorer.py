@@ -79,7 +79,7 @@ def _stream_format(path: str):
 
 
 def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeStats, chunk: int = 16,
-                      gpu_id: int = 0, colors: str = "seed") -> Iterator[Tuple[List[int], "object"]]:
+                      gpu_id: int = 0, colors: str = "seed", guard=None) -> Iterator[Tuple[List[int], "object"]]:
     """Decode with NVDEC (PyNvVideoCodec SimpleDecoder); yield (indices, uint8 BGR [B,H,W,3] CUDA tensor).
 
     One SimpleDecoder, hence one NVDEC session, per video: the scorer's decode workers decode several
@@ -146,6 +146,8 @@ def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
                 idx = list(range(i, i + len(frames)))
                 i += len(frames)
                 stats.frames_decoded = i
+                if guard is not None:  # the request's limits (limits.py), on the frames this batch decoded
+                    guard(i, info.width, info.height)
                 yield idx, batch(frames)
             if i == 0:
                 raise VideoError(f"{path}: no frame could be decoded (truncated or corrupt video)")
@@ -169,19 +171,21 @@ def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
                 if not idx:
                     return
             stats.frames_decoded = idx[-1] + 1
+            if guard is not None:  # seeking passes frames it need not decode: counted as decoded (conservative)
+                guard(stats.frames_decoded, info.width, info.height)
             yield idx, batch(frames)
     finally:
         settle()
 
 
-def iter_frames_uploaded(path, policy, info, stats, chunk=16, device="cuda", colors="seed", split="1"):
+def iter_frames_uploaded(path, policy, info, stats, chunk=16, device="cuda", colors="seed", split="1", guard=None):
     """PyAV decode (`split` key-frame ranges: split_decode.py), one host-to-device copy per chunk (per run of
     one frame size, where the size changes mid-chunk: a batch tensor holds one size)."""
     import torch
 
     from .chunk import same_size_runs
 
-    for idx, frames in iter_frames_split(path, policy, info, stats, chunk, colors=colors, split=split):
+    for idx, frames in iter_frames_split(path, policy, info, stats, chunk, guard=guard, colors=colors, split=split):
         for run_idx, run in same_size_runs(idx, frames):
             yield run_idx, torch.from_numpy(np.stack(run)).to(device, non_blocking=True)
 

@@ -1,5 +1,6 @@
 """Memory of the long-running Triton python models (issue #16: a soak's model processes grew and never shrank;
-before/after figures: benchmarks/triton_soak.py, benchmarks/results/*/triton_soak.json).
+before/after figures: benchmarks/triton_soak.py, benchmarks/results/*/triton_soak.json), also applied to the
+`dfserve web` server (issue 25: web/memory.py; figures: benchmarks/web_soak.py).
 
 Three causes, three fixes:
 - glibc keeps freed memory in its malloc arenas (one per thread that allocated, up to 8 per core): the
@@ -89,6 +90,24 @@ class MemoryReleaser:
         if self._trim is not None:
             self._trim(0)
             self.trims += 1
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def cap_malloc_arenas(n: int = int(MALLOC_ARENA_MAX)) -> bool:
+    """In a running process (the launcher's environment is too late: glibc read it at start), cap the malloc
+    arenas created from now on at `n`, so a server that runs each job in fresh threads does not spread its freed
+    memory over up to 8 arenas per core. MALLOC_ARENA_MAX already in the environment wins; False where nothing
+    was changed (set there, or not glibc)."""
+    if os.environ.get("MALLOC_ARENA_MAX") or os.environ.get("DFSERVE_MALLOC_TRIM", "1") == "0":
+        return False
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, int(n)))
+    except (OSError, AttributeError):
+        return False
 
 
 RELEASER = MemoryReleaser(trim=os.environ.get("DFSERVE_MALLOC_TRIM", "1") != "0")

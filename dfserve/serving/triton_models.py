@@ -344,9 +344,11 @@ class VideoAggregator(_Model):
 class DeepfakeVideo(_Model):
     """Encoded video bytes -> one score row (JSON). Decodes here, drives `deepfake_frames` through BLS.
 
-    Each request is held to the limits of this model's config parameters (`spec.REQUEST_LIMITS`: frames
-    decoded, pixels per frame, CPU seconds of this instance's process), checked on every decoded frame;
-    over one, the request fails with a RequestLimitError naming the limit and the client's file name."""
+    Each request is held to the limits of this model's config parameters (`spec.REQUEST_LIMITS`, the one
+    `RequestLimits` object every entry uses, resolved by `dfserve repo build`: upload bytes, checked first; frames
+    decoded, pixels per frame, total decoded pixels, CPU seconds of this instance's process and wall seconds,
+    checked on every decoded frame); over one, the request fails with a RequestLimitError naming the limit and
+    the client's file name."""
 
     spec = spec.DEEPFAKE_VIDEO
     concat = False
@@ -375,7 +377,8 @@ class DeepfakeVideo(_Model):
         if o.pop("info", False):
             return {T.RESULT: np.array([json.dumps({"model_id": self.model_id}).encode()], dtype=np.object_)}
         name = str(o.pop("name", None) or "video")
-        guard = self.limits.guard(name)  # this request's CPU clock starts here
+        self.limits.check_upload(len(data), name)  # the encoded bytes, before they are written anywhere
+        guard = self.limits.guard(name)  # this request's CPU and wall clocks start here
         opts = ScoreOptions.from_json(o, allowed=REQUEST_FIELDS)
         pb = self.pb
 

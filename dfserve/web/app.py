@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Optional
 
 from .._lazy import require
-from ..errors import UsageError
+from .. import spec
+from ..errors import RequestLimitError, UsageError
 from ..pipeline.options import REQUEST_FIELDS, ScoreOptions
 from ..scoring import ScorerConfig
+from .limits_check import check_header, limits_json
 from .runner import Runner, remove_job_files
 from .store import STATUSES, JobStore
 from .uploads import MultipartToDisk, UploadRejected, display_name, server_suffix, sniff_not_video
@@ -30,7 +32,6 @@ DRAIN_LIMIT = 32 * 2**20  # bytes read and dropped after a refusal, so the clien
 class WebSettings:
     data_dir: Path
     db: Optional[Path] = None
-    max_upload_mb: float = 500
     workers: int = 1
     queue: int = 16
     retention_s: float = 7 * 86400
@@ -53,9 +54,12 @@ class WebSettings:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, kind: str, message: str, headers: Optional[dict] = None):
+    """An HTTP error answer: {"error": {"type", "message"[, "limit"]}}; `limit` names the request limit refused."""
+
+    def __init__(self, status: int, kind: str, message: str, headers: Optional[dict] = None,
+                 limit: Optional[str] = None):
         super().__init__(message)
-        self.status, self.kind, self.message, self.headers = status, kind, message, headers or {}
+        self.status, self.kind, self.message, self.headers, self.limit = status, kind, message, headers or {}, limit
 
 
 def _iso(t: Optional[float]) -> Optional[str]:
@@ -94,6 +98,7 @@ def create_app(settings: WebSettings):
     from fastapi import FastAPI, Request
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
+    from starlette.concurrency import run_in_threadpool
 
     s = settings
     for d in (s.uploads, s.thumbs):
@@ -101,7 +106,8 @@ def create_app(settings: WebSettings):
     store = JobStore(s.db_path)
     runner = Runner(store, s.uploads, s.thumbs, s.config, s.base_options, workers=s.workers, queue_size=s.queue,
                     first_scorer=s.first_scorer)
-    max_bytes = int(s.max_upload_mb * 2**20)
+    limits = s.config.limits
+    max_bytes = limits.max_upload_bytes or 2**62  # 0: no limit
     model_id = getattr(s.first_scorer, "model_id", None)
     stop_cleaner = threading.Event()
 
@@ -152,8 +158,10 @@ def create_app(settings: WebSettings):
 
     @app.exception_handler(ApiError)
     async def _api_error(request, exc: ApiError):
-        return JSONResponse({"error": {"type": exc.kind, "message": exc.message}}, status_code=exc.status,
-                            headers=exc.headers)
+        body = {"type": exc.kind, "message": exc.message}
+        if exc.limit:
+            body["limit"] = exc.limit
+        return JSONResponse({"error": body}, status_code=exc.status, headers=exc.headers)
 
     def auth(request: Request) -> None:
         if not s.token:
@@ -207,7 +215,7 @@ def create_app(settings: WebSettings):
     def readyz():
         """Models loaded and every worker running: ready to take jobs."""
         body = {"ready": runner.ready, "workers": runner.n_workers, "queued": runner.queued,
-                "queue_size": runner.queue_size}
+                "queue_size": runner.queue_size, "models_loaded": runner.models_loaded}
         return JSONResponse(body, status_code=200 if runner.ready else 503)
 
     @app.get("/v1/config", tags=["jobs"])
@@ -216,7 +224,8 @@ def create_app(settings: WebSettings):
         auth(request)
         d = s.base_options.to_dict()
         d.update(WEB_DEFAULTS)
-        return {"max_upload_bytes": max_bytes, "request_fields": list(REQUEST_FIELDS),
+        return {"max_upload_bytes": limits.max_upload_bytes, "limits": limits_json(limits),
+                "request_fields": list(REQUEST_FIELDS),
                 "defaults": {k: d[k] for k in REQUEST_FIELDS}, "workers": runner.n_workers,
                 "queue_size": runner.queue_size, "retention_s": s.retention_s, "model": model_id}
 
@@ -256,7 +265,8 @@ def create_app(settings: WebSettings):
         cl = request.headers.get("content-length")
         if cl and cl.isdigit() and int(cl) > max_bytes + 1_000_000:
             await drain(request)
-            raise ApiError(413, "UploadTooLarge", f"the upload is larger than the limit of {s.max_upload_mb:g} MB")
+            raise ApiError(413, "UploadTooLarge", f"the upload is larger than the limit of {max_bytes} bytes "
+                           f"(max_upload_bytes)", limit=spec.LIMIT_UPLOAD_BYTES.param)
         if not runner.try_reserve():
             await drain(request)
             raise ApiError(503, "QueueFull", f"the queue is full ({runner.queue_size} jobs waiting); retry later",
@@ -276,7 +286,7 @@ def create_app(settings: WebSettings):
                 up.finish()
             except UploadRejected as exc:
                 await drain(request)
-                raise ApiError(exc.status, exc.kind, exc.message) from None
+                raise ApiError(exc.status, exc.kind, exc.message, limit=exc.limit) from None
             except ClientDisconnect:
                 raise ApiError(400, "UploadIncomplete", "the client went away before the upload finished") from None
             except ValueError as exc:  # malformed multipart
@@ -300,6 +310,11 @@ def create_app(settings: WebSettings):
                 raise ApiError(415, "VideoError", f"{name}: not a video (this looks like {what})")
             upload = f"{job_id}{server_suffix(name)}"
             os.replace(part, s.uploads / upload)
+            try:  # what the header says is over a limit is refused now, before a worker decodes anything
+                await run_in_threadpool(check_header, limits, s.uploads / upload, name)
+            except RequestLimitError as exc:
+                (s.uploads / upload).unlink(missing_ok=True)
+                raise ApiError(422, "RequestLimitError", str(exc), limit=exc.limit) from None
             store.add(job_id, name, upload, up.size, opts.to_json())
             runner.enqueue(job_id)
             enqueued = True

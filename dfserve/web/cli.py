@@ -42,12 +42,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     st.add_argument("--data-dir", type=Path, default=None,
                     help=f"uploads, thumbnails and the job database (default {default_data_dir()})")
     st.add_argument("--db", type=Path, help="SQLite job database (default DATA_DIR/jobs.sqlite3)")
-    st.add_argument("--max-upload-mb", type=float, default=500, help="larger uploads get 413 (default 500)")
+    st.add_argument("--max-upload-mb", type=float, default=None,
+                    help="shorthand for --max-upload-bytes in MiB (2**20 bytes); larger uploads get 413 (default 500)")
     st.add_argument("--workers", type=int, default=1, help="jobs scored at once (default 1; each loads the models)")
     st.add_argument("--queue", type=int, default=16, help="jobs waiting beyond that get 503 + Retry-After (default 16)")
     st.add_argument("--retention", default="7d", help="uploads and results older than this are removed (default 7d)")
     st.add_argument("--token", help="require `Authorization: Bearer TOKEN` on the API (default: $DFSERVE_WEB_TOKEN)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    from ..pipeline.limits import add_arguments as add_limits
+
+    add_limits(p, "server")  # per-upload limits: over one, 413 (bytes) or 422 / a failed job naming the limit
+
+
+def web_limits(args):
+    """The server's limits (flag > environment > --limits file > default); --max-upload-mb is --max-upload-bytes."""
+    from ..pipeline.limits import from_args
+
+    if args.max_upload_mb is not None:
+        if args.max_upload_mb <= 0:
+            raise UsageError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+        if args.max_upload_bytes is None:
+            args.max_upload_bytes = int(args.max_upload_mb * 2**20)
+    return from_args(args, "server")
 
 
 def run(args) -> int:
@@ -58,16 +74,19 @@ def run(args) -> int:
 
     if args.workers < 1 or args.queue < 1:
         raise UsageError("--workers and --queue must be at least 1")
-    if args.max_upload_mb <= 0:
-        raise UsageError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     if not args.models and not args.checkpoint and not args.server:
         raise UsageError("no model: pass --models DIR (from `dfserve export`), --checkpoint CKPT or --server HOST:PORT")
     token = args.token or os.environ.get("DFSERVE_WEB_TOKEN") or None
     config = ScorerConfig.from_args(args)
+    config.limits = web_limits(args)
+    config.lean = True  # bounded memory: onnxruntime without memory patterns, released when idle (web/memory.py)
     base = ScoreOptions()
+    from .memory import setup as memory_setup
+
+    memory_setup()  # before any thread that allocates: the malloc arena cap (web/memory.py)
     first = make_scorer(base, config)  # fails here, before binding, on bad model files
     data_dir = (args.data_dir or default_data_dir()).expanduser()
-    settings = WebSettings(data_dir=data_dir, db=args.db, max_upload_mb=args.max_upload_mb, workers=args.workers,
+    settings = WebSettings(data_dir=data_dir, db=args.db, workers=args.workers,
                            queue=args.queue, retention_s=parse_duration(args.retention), token=token, config=config,
                            base_options=base, first_scorer=first)
     app = create_app(settings)

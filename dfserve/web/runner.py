@@ -10,6 +10,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
@@ -17,6 +18,7 @@ from typing import Callable, Dict, Optional, Tuple
 from ..errors import DfserveError
 from ..pipeline.options import ScoreOptions
 from ..scoring import ScorerConfig, make_scorer
+from . import memory
 from .store import JobStore
 from .thumbs import make_thumbnails
 
@@ -84,6 +86,8 @@ class Runner:
         self._stop = threading.Event()
         self._threads = []
         self._ready = 0
+        self._running = 0  # jobs inside a scorer now (memory release waits for 0)
+        self._runtimes: "weakref.WeakSet" = weakref.WeakSet()  # loaded model copies (GET /readyz `models_loaded`)
         self._first_scorer = first_scorer  # built by the CLI to fail fast on bad model files
         self.started = time.time()
         self.jobs_done = 0
@@ -138,6 +142,18 @@ class Runner:
     def progress(self, job_id: str) -> Optional[Tuple[int, Optional[int]]]:
         return self._progress.get(job_id)
 
+    def _count_models(self, scorer) -> None:
+        rt = getattr(scorer, "rt", None)
+        if rt is not None:
+            with self._lock:
+                self._runtimes.add(rt)
+
+    @property
+    def models_loaded(self) -> int:
+        """Copies of the models in memory (one per worker: a worker's scorers share them; 0 with --server)."""
+        with self._lock:
+            return len(self._runtimes)
+
     @property
     def ready(self) -> bool:
         return self._ready == self.n_workers and all(t.is_alive() for t in self._threads)
@@ -168,7 +184,9 @@ class Runner:
         try:
             with self._lock:
                 first, self._first_scorer = self._first_scorer, None
-            scorers[self.base.to_json()] = first or make_scorer(self.base, self.config)
+            home = scorers[self.base.to_json()] = first or make_scorer(self.base, self.config)
+            memory.watch(getattr(home, "rt", None), lambda: self._running == 0)
+            self._count_models(home)
         except Exception:  # noqa: BLE001 - readyz stays false, the log says why
             log.exception("worker %s could not load the models", threading.current_thread().name)
             return
@@ -180,27 +198,33 @@ class Runner:
                 break
             if not self._popped(job_id):
                 continue
+            with self._lock:
+                self._running += 1
             try:
-                self._run(job_id, scorers)
+                self._run(job_id, scorers, home)
             except Exception:  # noqa: BLE001 - the job fails, the worker lives on
                 log.exception("job %s: unexpected failure", job_id)
                 self.store.finish(job_id, "failed", None, {"type": "InternalError",
                                                            "message": "the server failed while scoring this job"})
             finally:
                 self._progress.pop(job_id, None)
+                with self._lock:
+                    self._running -= 1
+                memory.job_done()  # freed memory back to the OS soon after (web/memory.py)
 
-    def _scorer(self, opts: ScoreOptions, scorers: "OrderedDict[str, object]"):
+    def _scorer(self, opts: ScoreOptions, scorers: "OrderedDict[str, object]", home=None):
         key = opts.to_json()
         if key in scorers:
             scorers.move_to_end(key)
             return scorers[key]
-        scorer = make_scorer(opts, self.config)
+        scorer = make_scorer(opts, self.config, share_with=home)  # one copy of the models per worker
+        self._count_models(scorer)
         scorers[key] = scorer
         while len(scorers) > MAX_SCORERS_PER_WORKER:
             scorers.popitem(last=False)
         return scorer
 
-    def _run(self, job_id: str, scorers) -> None:
+    def _run(self, job_id: str, scorers, home=None) -> None:
         if not self.store.mark_running(job_id):
             return  # deleted (or already taken) while queued
         job = self.store.get(job_id)
@@ -214,7 +238,7 @@ class Runner:
             self._progress[job_id] = (done, self._progress.get(job_id, (0, None))[1])
 
         t0 = time.time()
-        scorer = self._scorer(opts, scorers)
+        scorer = self._scorer(opts, scorers, home)
         detach = attach_progress(scorer, on_frames)
         try:
             rows = list(scorer.score([path]))

@@ -16,9 +16,9 @@ SNIFF_BYTES = 4096
 class UploadRejected(Exception):
     """An upload refused while it streams in (status code, error type, message)."""
 
-    def __init__(self, status: int, kind: str, message: str):
+    def __init__(self, status: int, kind: str, message: str, limit: Optional[str] = None):
         super().__init__(message)
-        self.status, self.kind, self.message = status, kind, message
+        self.status, self.kind, self.message, self.limit = status, kind, message, limit
 
 
 def display_name(raw: Optional[str]) -> str:
@@ -133,7 +133,8 @@ class MultipartToDisk:
             self.size += len(chunk)
             if self.size > self.max_bytes:
                 raise UploadRejected(413, "UploadTooLarge", f"the upload is larger than the limit of "
-                                                            f"{self.max_bytes / 2**20:g} MB")
+                                                            f"{self.max_bytes} bytes (max_upload_bytes)",
+                                     limit="max_upload_bytes")
             if len(self.head) < SNIFF_BYTES:
                 self.head += chunk[: SNIFF_BYTES - len(self.head)]
             self._fh.write(chunk)

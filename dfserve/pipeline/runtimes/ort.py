@@ -95,13 +95,14 @@ class OnnxRuntime:
     tensors = False
 
     def __init__(self, models_dir: str | Path, threads: int | None = None,
-                 classifier_batch: int = spec.DEFAULT_CLASSIFIER_BATCH, precision: str = "fp32"):
+                 classifier_batch: int = spec.DEFAULT_CLASSIFIER_BATCH, precision: str = "fp32",
+                 mem_pattern: bool = True):
         models_dir = Path(models_dir)
         self.precision = precision
         cls_file = _classifier_file(models_dir, precision)  # fp32 (default) or the int8 variant
         self.model_id = model_id_from_metadata(read_metadata(models_dir))
-        self._cls = ort_session(cls_file, threads)
-        self._det = ort_session(models_dir / spec.DETECTOR_ONNX, threads)
+        self._cls = ort_session(cls_file, threads, mem_pattern=mem_pattern)  # False: servers (see ort_session)
+        self._det = ort_session(models_dir / spec.DETECTOR_ONNX, threads, mem_pattern=mem_pattern)
         self.classifier_batch = classifier_batch
         self._cin = spec.FRAME_CLASSIFIER.inputs[0].name
         self._din = spec.FACE_DETECTOR.inputs[0].name
@@ -117,6 +118,11 @@ class OnnxRuntime:
     def detect(self, images: np.ndarray):
         loc, scores = self._det.run(self._dout, {self._din: images})
         return loc, scores
+
+    def release(self) -> None:
+        """Give the memory onnxruntime's arenas keep after the largest batch back (servers call it when idle)."""
+        shrink_arena(self._det)
+        shrink_arena(self._cls)
 
 
 def _classifier_file(models_dir: Path, precision: str) -> Path:
