@@ -30,10 +30,10 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
     assert ("PyNvVideoCodec: install .whl/" in o) or ("PyNvVideoCodec: MISSING" in o and "fetch_wheels.sh" in o)
     assert "dfserve.cli doctor --json" in o
     assert "-m pytest -m gpu" in o
-    for stage in ("prepare", "decode", "models", "e2e", "agreement", "seed", "cudashm", "summary"):
+    for stage in ("prepare", "decode", "models", "hotpath", "e2e", "agreement", "seed", "cudashm", "triton", "summary"):
         assert f"bench_gpu.py --work" in o and f" {stage}\n" in o
-    for f in ("doctor.json", "pytest-gpu.log", "stage-decode.json", "stage-e2e.json", "gpu-results.json/.md",
-              "results.tar.gz"):
+    for f in ("doctor.json", "pytest-gpu.log", "stage-decode.json", "stage-hotpath.json", "stage-e2e.json",
+              "stage-triton.json", "pytest-triton-gpu.log", "gpu-results.json/.md", "results.tar.gz"):
         assert f in o
     assert not out_dir.exists()  # nothing was run
 
@@ -44,7 +44,10 @@ def test_one_step_and_bad_arguments(tmp_path):
     assert "== step2" in r.stdout and "== step1" not in r.stdout
     assert " seed\n" in r.stdout and " summary\n" in r.stdout and "-m pytest -m gpu" in r.stdout
     r = dry("step1", results=tmp_path / "r")  # the figures first
-    assert " models\n" in r.stdout and " e2e\n" in r.stdout and " agreement\n" in r.stdout
+    assert " models\n" in r.stdout and " hotpath\n" in r.stdout and " agreement\n" in r.stdout
+    assert " summary\n" in r.stdout  # step1 alone leaves gpu-results.json with the checks
+    r = dry("triton", results=tmp_path / "r")
+    assert "tar -xJf" in r.stdout and "triton-pack.tar.xz" in r.stdout and " triton\n" in r.stdout
     bad = subprocess.run(["bash", str(RUN), "step3"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert bad.returncode == 2 and "unknown argument 'step3'" in bad.stderr
     none = subprocess.run(["bash", str(RUN), "--dry-run"], capture_output=True, text=True, cwd=ROOT, timeout=60)

@@ -13,6 +13,8 @@ Stages (each writes <results>/stage-<name>.json; `summary` merges them into gpu-
   agreement  p_fake of the GPU path (fp16 and fp32) against the CPU path (onnxruntime) on the same frames
   seed       the seed reference pipeline (OpenCV, dlib HOG, eager fp32 seed model) on the same GPU and clips
   cudashm    tritonclient CUDA shared memory: create, fill from a torch CUDA tensor by DLPack, read back
+  hotpath    issue 21's design: --streams 1/2/4, --split 1/2/4/8, torch.compile vs eager + graphs, fp32 on
+             pre-cropped faces vs onnxruntime, NV12 -> BGR vs the CPU path (benchmarks/gpu/hotpath_stage.py)
   triton     Triton serving the gpu flavor on the GPU: start-up, agreement with the CPU path, CUDA shared
              memory, whole videos at concurrency 1/4/16/64, perf_analyzer, ratio to the embedded rate
              (benchmarks/gpu/triton_stage.py; writes triton_gpu.png beside the JSON)
@@ -365,6 +367,13 @@ def stage_cudashm(args) -> dict:
     return {"ok": ok, "raw_handle_type": type(raw).__name__, "raw_handle_len": len(raw), "bytes": nbytes}
 
 
+def stage_hotpath(args) -> dict:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import hotpath_stage
+
+    return hotpath_stage.stage_hotpath(args, clips(args), models_dir(args), seed_model())
+
+
 def stage_triton(args) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     import triton_stage
@@ -411,6 +420,12 @@ def stage_summary(args) -> dict:
     agree = stages.get("agreement", {})
     if "max_abs_diff_fp32" in agree:
         s["checks"]["fp32_max_abs_diff_video"] = agree["max_abs_diff_fp32"]
+    hot = stages.get("hotpath", {})
+    for k in ("e2e_frames_per_s", "clip_10s_1080p_p50_ms", "classifier_fp16_faces_per_s"):
+        if hot.get(k) is not None:  # the issue-21 design's figures replace the older stages'
+            s["checks"][k] = hot[k]
+    if "fp32_max_abs_diff_precropped" in hot:
+        s["checks"]["fp32_max_abs_diff_precropped"] = hot["fp32_max_abs_diff_precropped"]
     seed = stages.get("seed", {}).get("frames_per_s")
     if seed and fps:
         s["speedup_vs_seed_frames_per_s"] = round(fps / seed, 1)
@@ -467,6 +482,7 @@ def markdown(s: dict) -> str:
 
 STAGES = {"prepare": stage_prepare, "decode": stage_decode, "models": stage_models, "e2e": stage_e2e,
           "agreement": stage_agreement, "seed": stage_seed, "cudashm": stage_cudashm, "triton": stage_triton,
+          "hotpath": stage_hotpath,
           "summary": stage_summary}
 
 

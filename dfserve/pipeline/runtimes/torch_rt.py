@@ -55,7 +55,7 @@ class TorchRuntime:
         self.compiled = bool(compile)
         self.compile_seconds = 0.0
         if compile:
-            cls, det = compile_networks(torch, cls, det, autotune=self.cuda)
+            cls, det = compile_networks(torch, cls, det)
         self.cls, self.det = cls, det
         self._graphs: Dict[int, tuple] = {}
         self._graph_lock = threading.Lock()  # replay writes shared static buffers
@@ -284,15 +284,15 @@ def compile_cache_dir() -> str:
     return os.path.join(base, "inductor")
 
 
-def compile_networks(torch, cls, det, autotune: bool = True):
+def compile_networks(torch, cls, det, mode: Optional[str] = None):
     """Both networks through torch.compile (inductor, static shapes: one compilation per batch shape, which
     the CUDA-graph sizes and the detector's chunk shapes keep few). Inductor's FX-graph and kernel caches
     live in `compile_cache_dir()`, so a second run loads instead of compiling."""
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", compile_cache_dir())
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
-    # on a GPU: autotuned kernels (the CUDA graphs are this runtime's own); on the CPU inductor's default mode
-    # (autotuning there costs minutes for little)
-    kw = dict(backend="inductor", dynamic=False, mode="max-autotune-no-cudagraphs" if autotune else "default")
+    # inductor's default mode (no cudagraphs of its own: the CUDA graphs are this runtime's); autotuning
+    # ("max-autotune-no-cudagraphs", $DFSERVE_COMPILE_MODE) costs minutes of compile per shape
+    kw = dict(backend="inductor", dynamic=False, mode=mode or os.environ.get("DFSERVE_COMPILE_MODE", "default"))
     return (torch.compile(cls, **kw) if cls is not None else None,
             torch.compile(det, **kw) if det is not None else None)
 
