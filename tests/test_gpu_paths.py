@@ -117,3 +117,17 @@ def test_tensorrt_engines_match_onnxruntime(exported, tmp_path):
     report = build_engines(d, fp16=True)
     assert report["frame_classifier"]["max_abs_logit_error_vs_onnxruntime"] < 5e-2
     assert (d / "frame_classifier.plan").is_file() and (d / "face_detector.plan").is_file()
+
+
+@pytest.mark.parametrize("rotation", [0, 90, -90, 180, 270])
+def test_nvdec_frames_are_turned_upright_as_the_cpu_path_does(rotation):
+    """NVDEC returns frames as coded; the GPU path applies the display rotation with the CPU path's rule."""
+    import numpy as np
+    import torch
+
+    from dfserve.pipeline.decode import upright
+    from dfserve.pipeline.gpu_scorer import upright_batch
+
+    frames = np.random.default_rng(rotation % 360).integers(0, 255, (2, 6, 10, 3), dtype=np.uint8)
+    got = upright_batch(torch.from_numpy(frames), rotation).numpy()
+    assert np.array_equal(got, np.stack([upright(f, rotation) for f in frames]))

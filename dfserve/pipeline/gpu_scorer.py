@@ -67,15 +67,27 @@ def _frames_to_bgr_batch(frames, colors: str = "seed", height: int = 0, bits: in
 
 
 def _stream_format(path: str):
-    """(bit depth, full range) of the video stream as the CPU path's colour rule reads them: the pixel format."""
+    """(bit depth, full range, display rotation) of the video stream as the CPU path reads them: the pixel
+    format, and the first frame's display matrix (one frame decoded on the CPU)."""
     import av
 
     with av.open(path) as c:
-        cc = c.streams.video[0].codec_context
-        fmt = cc.format
-        if fmt is None:
-            return 8, False
-        return fmt.components[0].bits, fmt.name.startswith("yuvj")
+        vs = c.streams.video[0]
+        fmt = vs.codec_context.format
+        bits, full = (8, False) if fmt is None else (fmt.components[0].bits, fmt.name.startswith("yuvj"))
+        try:
+            rot = next(c.decode(vs)).rotation or 0
+        except (StopIteration, av.FFmpegError):
+            rot = 0
+        return bits, full, int(rot)
+
+
+def upright_batch(frames, rotation: int):
+    """`decode.upright` on a batch tensor [B,H,W,C]: the display rotation, as the CPU path applies it."""
+    import torch
+
+    k = int(round(rotation / 90.0)) % 4
+    return torch.rot90(frames, k, dims=(1, 2)).contiguous() if k else frames
 
 
 def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeStats, chunk: int = 16,
@@ -98,7 +110,10 @@ def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
     from ..errors import VideoError
 
     native = colors != "stream"
-    bits, full_range = _stream_format(path) if native else (8, False)
+    bits, full_range, rotation = _stream_format(path)
+    if not native:
+        bits, full_range = 8, False
+    coded_height = info.height
     try:
         dec = nvc.SimpleDecoder(path, gpu_id=gpu_id, use_device_memory=True,
                                 output_color_type=nvc.OutputColorType.NATIVE if native else nvc.OutputColorType.RGB)
@@ -118,10 +133,12 @@ def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
     def batch(frames):
         nonlocal pending
         with torch.cuda.device(gpu_id):
-            out = _frames_to_bgr_batch(frames, colors, info.height, bits, full_range)
+            out = upright_batch(_frames_to_bgr_batch(frames, colors, coded_height, bits, full_range), rotation)
             ev = torch.cuda.Event()
             ev.record()
         pending = (ev, frames)
+        info.rotation = rotation
+        info.height, info.width = out.shape[1], out.shape[2]  # upright, as the CPU path records it
         return out
 
     try:
