@@ -256,3 +256,17 @@ def test_segments_on_a_spliced_video(runtime, tmp_path):
     assert abs(s["first_frame"] - 12) <= 2 and abs(s["last_frame"] - 23) <= 2
     assert abs(s["start_s"] - 12 / 30) <= 2 / 30 and abs(s["end_s"] - 24 / 30) <= 2 / 30
     assert s["mean_p_fake"] > 0.5
+
+
+def test_the_torch_scorer_keeps_the_same_evidence(explained, face_video, seed_model):
+    """--explain on the torch path (frames and crops are device tensors there): the same frames, boxes and
+    crop pixels as the onnxruntime path (the two detect on the same bytes)."""
+    from dfserve.pipeline.gpu_scorer import TorchScorer
+    from dfserve.pipeline.runtimes.torch_rt import TorchRuntime
+
+    opts = ScoreOptions(sample="first:3", explain=5, timeline=True)
+    row = next(iter(TorchScorer(TorchRuntime(seed_model, device="cpu"), opts, model_id="m").score([face_video])))
+    assert [e["frame"] for e in row["evidence"]] == [e["frame"] for e in explained["evidence"]]
+    for a, b in zip(row["evidence"], explained["evidence"]):
+        assert a["box"] == b["box"] and np.array_equal(_png(a["png_base64"]), _png(b["png_base64"]))
+        assert abs(a["p_fake"] - b["p_fake"]) < 1e-4
