@@ -37,7 +37,7 @@ fetch() {
 }
 # --triton-pack: .whl/tpack/triton-pack.tar.xz (~42 MiB) for run.sh's triton step: tritonserver 2.51 and its
 # python backend from the nvidia-pytriton wheel (only the libraries they link; the 3.12 stub), tritonclient
-# 2.51 with perf_analyzer, and numpy 1.26 in np1/ (the python backend's models need numpy<2; run.sh puts it on
+# 2.51's perf_analyzer with tritonclient 2.73's python client, and numpy 1.26 in np1/ (the python backend's models need numpy<2; run.sh puts it on
 # their path only). The wheel alone (55 MB) with the working tree would pass the 64 MiB a call may carry.
 triton_pack() {
   local tmp; tmp="$(mktemp -d)"
@@ -45,6 +45,7 @@ triton_pack() {
   [ "$DRY" = 1 ] && return 0
   "$PY" -m pip download -q "${COMMON[@]}" --platform manylinux_2_35_x86_64 -d "$tmp/w" \
     nvidia-pytriton==0.7.0 tritonclient==2.51.0 python-rapidjson==1.25 numpy==1.26.4
+  "$PY" -m pip download -q "${COMMON[@]}" -d "$tmp/w73" tritonclient==2.73.0
   mkdir -p "$tmp/p/site" "$tmp/p/np1" "$tmp/p/bin"
   (cd "$tmp/p/site" && unzip -q "$tmp"/w/nvidia_pytriton-*.whl 'pytriton/__init__.py' 'pytriton/tritonserver/*' 'nvidia_pytriton.libs/*')
   for v in 3.8 3.9 3.10 3.11 3.13; do rm -rf "$tmp/p/site/pytriton/tritonserver/python_backend_stubs/$v"; done
@@ -55,8 +56,10 @@ triton_pack() {
   for f in "$libs"/*; do echo "$keep" | grep -qx "$(basename "$f")" || rm -f "$f"; done
   (cd "$tmp/p/np1" && unzip -q "$tmp"/w/numpy-1.26.4-*.whl)
   unzip -q "$tmp"/w/tritonclient-2.51.0-*.whl -d "$tmp/tc"
-  cp -r "$tmp"/tc/tritonclient-2.51.0.data/purelib/* "$tmp/p/site/"
   cp "$tmp/tc/tritonclient-2.51.0.data/data/bin/perf_analyzer" "$tmp/p/bin/"
+  # the python client from 2.73: its CUDA shared memory uses cuda-python's `cuda.bindings` (the GPU image's);
+  # 2.51's imports `cuda.cudart`, which that image lacks (seen on the H200). The protocol is the same.
+  (cd "$tmp/p/site" && unzip -q "$tmp"/w73/tritonclient-2.73.0-*.whl)
   (cd "$tmp/p/site" && unzip -q "$tmp"/w/python_rapidjson-*.whl)
   mkdir -p "$REPO/.whl/tpack"
   tar -cJf "$REPO/.whl/tpack/triton-pack.tar.xz" -C "$tmp/p" site bin np1
