@@ -12,12 +12,13 @@ TEST_EXTRAS ?= ray
 STAMP  := $(VENV)/.dfserve-installed
 TEST_STAMP := $(VENV)/.dfserve-test-extras
 
-.PHONY: venv browser-deps test test-all demo bench bench-full bench-gpu clean help
+.PHONY: venv browser-deps test test-all demo bench bench-full bench-gpu figures clean help
 help:
 	@echo "make demo   - generate sample videos, export models, score them (main job)"
 	@echo "make test   - install into $(VENV) and run the CPU test suite (incl. real tritonserver tests)"
 	@echo "make bench  - side-by-side benchmark (seed pipeline vs dfserve) and the web soak, results in benchmarks/results/"
 	@echo "make bench-gpu [STEP=step1|step2] - GPU run: wheels from .whl/, gpu tests, GPU benchmark"
+	@echo "make figures - render the tables of README.md and docs/*.md from benchmarks/results/*/ (JSON)"
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
@@ -67,6 +68,11 @@ bench-full: venv
 # on a GPU machine, no venv and no package index: see benchmarks/gpu/run.sh (--dry-run to see the plan)
 bench-gpu:
 	bash benchmarks/gpu/run.sh $(or $(STEP),all)
+
+# README.md's and docs/*.md's figure tables, rendered from benchmarks/results/ (dfserve/bench/figures.py);
+# tests/test_figures.py fails when a page's table differs from what the results render
+figures: venv
+	$(BIN)/python -m dfserve.bench.figures
 
 clean:
 	rm -rf $(VENV) .cache demo_out

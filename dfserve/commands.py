@@ -78,7 +78,8 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
                    help="longer side (pixels) frames are downscaled to for face detection")
     p.add_argument("--detect-every", type=int, default=1, metavar="K",
                    help="detect faces on every K-th sampled frame and carry boxes to the frames between (faster; "
-                        "boxes may differ from per-frame detection: see README). Default 1: every frame, as the seed")
+                        "boxes may differ from per-frame detection: see docs/cpu.md). Default 1: every frame, "
+                        "as the seed")
     p.add_argument("--decode-workers", type=int, default=2, help="videos decoded concurrently")
     p.add_argument("--compile", action="store_true",
                    help="--runtime torch: torch.compile (inductor) both networks; compiled once per batch shape and "
