@@ -44,8 +44,16 @@ def pil_small(full: np.ndarray, w: int, h: int) -> np.ndarray:
     return np.asarray(Image.fromarray(np.ascontiguousarray(full)).resize((w, h), Image.BILINEAR))
 
 
+_REFORMATTERS: dict = {}
+
+
 def sws_small(frame, w: int, h: int, interp: str) -> np.ndarray:
-    return frame.reformat(width=w, height=h, format="bgr24", interpolation=interp).to_ndarray()
+    """One VideoReformatter kept per way (what a decode thread would keep): its swscale context is reused;
+    `frame.reformat(...)` builds a new one per call (timed apart as `*_new_context`, same pixels)."""
+    from av.video.reformatter import VideoReformatter
+
+    r = _REFORMATTERS.setdefault(interp, VideoReformatter())
+    return r.reformat(frame, width=w, height=h, format="bgr24", interpolation=interp).to_ndarray()
 
 
 def measure(path: str, rt, mode: str, max_frames: int) -> dict:
@@ -55,15 +63,22 @@ def measure(path: str, rt, mode: str, max_frames: int) -> dict:
     from dfserve.pipeline.faces import classifier_input, crop_faces, detector_size, faces_per_frame
 
     ways = ("pil", "AREA", "BILINEAR")
-    times = {k: [] for k in ways}
+    times = {k: [] for k in ways + ("AREA_new_context", "full_frame_bgr24")}
     boxes = {k: [] for k in ways}
     logits = {k: [] for k in ways}
     with av.open(path) as c:
         for n, fr in enumerate(c.decode(video=0)):
             if n >= max_frames:
                 break
+            t = time.perf_counter()
             full = fr.to_ndarray(format="bgr24")
+            times["full_frame_bgr24"].append(time.perf_counter() - t)
             h, w, scale = detector_size(full.shape[0], full.shape[1])
+            t = time.perf_counter()
+            fresh = fr.reformat(width=w, height=h, format="bgr24", interpolation="AREA").to_ndarray()
+            times["AREA_new_context"].append(time.perf_counter() - t)
+            if n < 3:
+                assert np.array_equal(fresh, sws_small(fr, w, h, "AREA")), "a reused context changed the pixels"
             for k in ways:
                 t = time.perf_counter()
                 small = pil_small(full, w, h) if k == "pil" else sws_small(fr, w, h, k)
