@@ -368,7 +368,8 @@ def render(f: Dict[str, Any]) -> str:
     ct = f.get("cpu_threads")
     if ct:
         L.append(f"CPU threads    {ct['cores']} cores; " + (
-            f"OpenVINO detector {ct['detector']} + classifier {ct['classifier']} threads (they run at the same time)"
+            f"OpenVINO detector {ct['detector']} + classifier {ct['classifier']} threads (the two run at the same time; "
+            "$DFSERVE_MODEL_THREADS=D,C changes it)"
             + (", from $DFSERVE_MODEL_THREADS=" + str(ct["override"]) if ct.get("override") else "")
             if "detector" in ct else f"bad $DFSERVE_MODEL_THREADS: {ct['reason']}"))
     L += ["", "What will work here:"]

@@ -89,8 +89,8 @@ class OpenVinoRuntime:
         from .ort import default_threads, model_threads
 
         self.threads = int(threads or default_threads())
-        # the detector (locate thread) and the classifier (calling thread) run at the same time: each gets its
-        # share of the cores, not all of them (model_threads; measured in docs/cpu-speed.md)
+        # the detector (locate thread) and the classifier (calling thread) run at the same time; threads per
+        # network from model_threads (every core each unless $DFSERVE_MODEL_THREADS: docs/cpu-speed.md)
         self.detector_threads, self.classifier_threads = model_threads(self.threads)
         self.classifier_batch = classifier_batch
         cls_path = classifier_file(models_dir, precision)
