@@ -111,14 +111,14 @@ def main() -> int:
     ap.add_argument("--video", required=True)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out")
-    ap.add_argument("--configs", help="comma-separated names to run (default all)")
+    ap.add_argument("--configs", help="semicolon-separated names to run (default all; names hold commas)")
     ap.add_argument("--one", nargs=3, metavar=("KIND", "RUNTIME", "PRECISION"))
     a = ap.parse_args()
     if a.one:
         kind, rt, p = a.one
         print(json.dumps(unit_u(a.models) if kind == "u" else one(a.models, a.video, rt, p)))
         return 0
-    configs = [c for c in CONFIGS if not a.configs or c[0] in a.configs.split(",")]
+    configs = [c for c in CONFIGS if not a.configs or c[0] in a.configs.split(";")]
     runs = {c[0]: [] for c in configs}
     us, loads = [], []
     for r in range(a.rounds):
