@@ -181,6 +181,18 @@ def probe_openvino() -> Dict[str, Any]:
     return {"installed": True, "version": _version("openvino"), "devices": devices}
 
 
+def probe_cpu_threads() -> Dict[str, Any]:
+    """The CPU cores this process may use and the threads each network gets when both run at once (issue 23)."""
+    from .pipeline.runtimes.ort import MODEL_THREADS_ENV, default_threads, model_threads
+
+    cores = default_threads()
+    try:
+        det, cls = model_threads(cores)
+    except Exception as exc:  # noqa: BLE001 - a bad $DFSERVE_MODEL_THREADS is reported, not raised
+        return {"cores": cores, "reason": str(exc)[:200]}
+    return {"cores": cores, "detector": det, "classifier": cls, "override": os.environ.get(MODEL_THREADS_ENV) or None}
+
+
 def _backends(folder: Optional[Path]) -> List[str]:
     if folder is None or not folder.is_dir():
         return []
@@ -307,6 +319,7 @@ def collect(decode_test: bool = True) -> Dict[str, Any]:
     f["triton"] = probe_triton()
     f["cuda_shared_memory"] = probe_cuda_shm(f["torch"])
     f["pyav"] = _version("av")
+    f["cpu_threads"] = probe_cpu_threads()
     f["score_runtime_choices"] = _runtime_choices()
     f["works"] = what_works(f)
     f["seconds"] = round(time.perf_counter() - t0, 2)
@@ -352,6 +365,13 @@ def render(f: Dict[str, Any]) -> str:
     L.append(f"tritonclient   {c['version'] if c['installed'] else 'no: ' + c.get('reason', '')}; CUDA shared memory: "
              f"{'yes' if f['cuda_shared_memory']['available'] else 'no (' + f['cuda_shared_memory']['reason'] + ')'}")
     L.append(f"PyAV           {f['pyav'] or 'not installed'}")
+    ct = f.get("cpu_threads")
+    if ct:
+        L.append(f"CPU threads    {ct['cores']} cores; " + (
+            f"OpenVINO detector {ct['detector']} + classifier {ct['classifier']} threads (the two run at the same time; "
+            "$DFSERVE_MODEL_THREADS=D,C changes it)"
+            + (", from $DFSERVE_MODEL_THREADS=" + str(ct["override"]) if ct.get("override") else "")
+            if "detector" in ct else f"bad $DFSERVE_MODEL_THREADS: {ct['reason']}"))
     L += ["", "What will work here:"]
     width = max(len(k) for k in f["works"])
     for k, v in f["works"].items():

@@ -134,3 +134,39 @@ def test_triton_network_session_uses_the_configured_runtime(exported, ort_runtim
         assert np.abs(run({"faces": x})["logits"] - want).max() < 1e-3
     with pytest.raises(ModelFilesError, match="model.int8.onnx"):
         make_network_session(v, True, "openvino", "int8")
+
+
+# ------------------------------------------------------------ issue 23: per-network threads (model_threads)
+def test_model_threads_split_the_cores_and_the_env_overrides(monkeypatch):
+    from dfserve.pipeline.runtimes.ort import MODEL_THREADS_ENV, model_threads
+
+    monkeypatch.delenv(MODEL_THREADS_ENV, raising=False)
+    for cores in (1, 2, 3, 4, 8, 16, 64):  # measured fastest on 2 cores: every core for each network
+        assert model_threads(cores) == (cores, cores)
+    assert model_threads()[0] >= 1
+    monkeypatch.setenv(MODEL_THREADS_ENV, "all")
+    assert model_threads(4) == (4, 4)
+    monkeypatch.setenv(MODEL_THREADS_ENV, "1,3")
+    assert model_threads(4) == (1, 3)
+    monkeypatch.setenv(MODEL_THREADS_ENV, "two")
+    with pytest.raises(UsageError):
+        model_threads(4)
+
+
+def test_rows_are_the_same_with_the_networks_split_or_on_every_core(exported, videos, monkeypatch):
+    """Thread counts change speed only: the rows of a short clip agree (frames, boxes' outcome, verdict)."""
+    from dfserve.pipeline.runtimes.ort import MODEL_THREADS_ENV
+    from dfserve.pipeline.runtimes.openvino import OpenVinoRuntime
+
+    rows = {}
+    for env in ("1,1", "2,2", "1,2"):
+        monkeypatch.setenv(MODEL_THREADS_ENV, env)
+        rt = OpenVinoRuntime(exported.out_dir, threads=2, classifier_batch=8)
+        assert (rt.detector_threads, rt.classifier_threads) == tuple(int(v) for v in env.split(","))
+        row = next(iter(Scorer(rt, ScoreOptions(sample=parse_policy("every:3"))).score([videos["face"]["path"]])))
+        rows[env] = row
+    ref = rows["1,1"]
+    for env, r in rows.items():
+        assert (r["label"], r["frames_scored"], r["frames_with_face"]) == (ref["label"], ref["frames_scored"],
+                                                                          ref["frames_with_face"]), env
+        assert abs(r["p_fake"] - ref["p_fake"]) < 1e-4, env

@@ -86,7 +86,12 @@ class OpenVinoRuntime:
         self.model_id = model_id_from_metadata(read_metadata(models_dir))
         self.precision = precision
         self.detector_precision = "fp32" if precision == "fp32" else "bf16"
-        self.threads = int(threads or os.cpu_count() or 1)
+        from .ort import default_threads, model_threads
+
+        self.threads = int(threads or default_threads())
+        # the detector (locate thread) and the classifier (calling thread) run at the same time; threads per
+        # network from model_threads (every core each unless $DFSERVE_MODEL_THREADS: docs/cpu-speed.md)
+        self.detector_threads, self.classifier_threads = model_threads(self.threads)
         self.classifier_batch = classifier_batch
         cls_path = classifier_file(models_dir, precision)
         if not cls_path.is_file():
@@ -94,8 +99,9 @@ class OpenVinoRuntime:
                                   f"`dfserve export ... --precision {precision} --out {models_dir}`")
         ov = require("openvino", extra="openvino")
         core = ov.Core()
-        self._cls = compile_onnx(cls_path, precision, self.threads, core=core)
-        self._det = compile_onnx(models_dir / spec.DETECTOR_ONNX, self.detector_precision, self.threads, core=core)
+        self._cls = compile_onnx(cls_path, precision, self.classifier_threads, core=core)
+        self._det = compile_onnx(models_dir / spec.DETECTOR_ONNX, self.detector_precision, self.detector_threads,
+                                 core=core)
         self._cls_req = self._cls.create_infer_request()
         self._det_req = self._det.create_infer_request()
         self._cout = self._cls.output(spec.FRAME_CLASSIFIER.outputs[0].name)

@@ -46,6 +46,34 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+MODEL_THREADS_ENV = "DFSERVE_MODEL_THREADS"
+
+
+def model_threads(cores: int | None = None) -> Tuple[int, int]:
+    """(detector threads, classifier threads) for a CPU runtime whose two networks run at the same time (the
+    engine's locate thread runs the detector while the calling thread classifies: engine.py), so their times
+    overlap instead of adding up.
+
+    Default: every core for each network. Measured on 2 cores (10-s 720p, `--sample all`, interleaved A/B,
+    docs/cpu-speed.md): giving each network its own share (1 + 1) was slower at every quiet round (fp32 46.2
+    vs 48.5 frames/s, int8 90.5 vs 94.4): a network alone cannot use the core the other leaves idle, and
+    OpenVINO's pools share TBB's one worker thread, so "2 + 2" is not a 4-thread oversubscription. (Under heavy
+    outside load, load average 8, the split won some rounds: `$DFSERVE_MODEL_THREADS` chooses it.)
+    `$DFSERVE_MODEL_THREADS`: "D,C" (e.g. "1,1") or "all".
+    """
+    cores = int(cores or default_threads())
+    env = os.environ.get(MODEL_THREADS_ENV, "").strip()
+    if env and env != "all":
+        try:
+            d, c = (int(v) for v in env.split(","))
+        except ValueError:
+            from ...errors import UsageError
+
+            raise UsageError(f"${MODEL_THREADS_ENV} must be 'D,C' (two thread counts) or 'all', got {env!r}") from None
+        return max(1, d), max(1, c)
+    return cores, cores
+
+
 def ort_session(model: Union[str, Path, bytes], threads: int | None = None, mem_pattern: bool = True):
     """The one place an onnxruntime CPU session is built (the engine, Triton models, export checks, bench).
 
