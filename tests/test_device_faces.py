@@ -90,3 +90,22 @@ def test_detector_input_is_the_same_bytes_on_every_path(hw):
     assert s2 == scale and got.dtype == torch.float32 and np.array_equal(got.numpy(), want)
     if scale < 1.0:
         assert np.array_equal(resize_uint8(frames[0], want.shape[2:]), want[0].transpose(1, 2, 0).astype(np.uint8))
+
+
+def test_face_crop_on_tensors_gives_the_host_models_bytes(exported):
+    """Triton's face_crop in the gpu flavor (faces_of_chunk, here on CPU tensors) against the cpu flavor's
+    host code on the same frames and detector outputs: the same boxes and the same classifier input bytes."""
+    from dfserve.pipeline.device_faces import faces_of_chunk
+    from dfserve.pipeline.faces import choose_faces, faces_for_classifier
+    from dfserve.pipeline.runtimes.ort import OnnxRuntime
+
+    frames = samples.face_frames(3, 640, 360, seed=9) + [np.full((360, 640, 3), 60, np.uint8)]
+    x, scale = detector_input(frames)
+    loc, scores = OnnxRuntime(exported.out_dir).detect(x)
+    want_faces, want_boxes, want_has = faces_for_classifier(frames, choose_faces(loc, scores, x.shape[2], x.shape[3], scale))
+    faces, boxes, has = faces_of_chunk(torch.from_numpy(np.stack(frames)), torch.from_numpy(loc), torch.from_numpy(scores))
+    assert np.array_equal(has, want_has) and has[:3].all() and not has[3]
+    np.testing.assert_allclose(boxes, want_boxes, atol=1e-3)
+    assert np.array_equal(faces.numpy(), want_faces)
+    with pytest.raises(ValueError, match="NaN"):
+        faces_of_chunk(torch.from_numpy(np.stack(frames)), torch.from_numpy(loc * np.nan), torch.from_numpy(scores))

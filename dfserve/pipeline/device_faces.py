@@ -141,3 +141,46 @@ def to_detections(rows, n_images: int) -> List[list]:
     for i, s, b in zip(img.tolist(), r[:, 1].tolist(), r[:, 2:6]):
         out[i].append(Detection(b.astype(np.float32), float(s)))
     return out
+
+
+_PRIORS: dict = {}
+
+
+def priors_on(device, height: int, width: int):
+    """The detector's anchors for an input of height x width, as a tensor on `device` (cached)."""
+    import torch
+
+    from .detection import anchors
+
+    key = (str(device), height, width)
+    if key not in _PRIORS:
+        _PRIORS[key] = torch.tensor(anchors(height, width), device=device)
+    return _PRIORS[key]
+
+
+def faces_of_chunk(frames, loc, scores, max_side: int = spec.DETECTOR_MAX_SIDE,
+                   threshold: float = spec.DETECTOR_SCORE_THRESHOLD, box: str = spec.DEFAULT_BOX,
+                   margin: float = 0.0):
+    """Triton's face_crop on tensors (the gpu flavor): frames uint8 [B,H,W,3] and the detector's outputs for
+    them, on one device -> (faces float32 [B,3,112,112] on the device, boxes float32 [B,4] numpy, has_face
+    [B] numpy). The detect stage of `locate` (no per-frame loop, one host copy of the chosen boxes) and the
+    exact crop of `runtimes.torch_rt.crop_resize`: what `faces.faces_for_classifier` gives on the host."""
+    import numpy as np
+    import torch
+
+    from .faces import detector_size
+    from .runtimes.torch_rt import crop_resize
+
+    n = frames.shape[0]
+    if not (loc.shape[0] == scores.shape[0] == n):
+        raise ValueError(f"{n} frames but detections for {loc.shape[0]} / {scores.shape[0]}")
+    loc, scores = loc.float(), scores.float()
+    if not (torch.isfinite(loc).all() and torch.isfinite(scores).all()):
+        raise ValueError("detector outputs contain NaN or infinity")
+    h, w, scale = detector_size(frames.shape[1], frames.shape[2], max_side)
+    rows = locate(loc, scores, priors_on(loc.device, h, w), h, w, scale, threshold, box=box)
+    chosen = to_detections(rows, n)
+    boxes_l = [c[0].box if c else None for c in chosen]
+    faces = crop_resize(frames, boxes_l, margin)
+    boxes = np.stack([b if b is not None else np.zeros(4, np.float32) for b in boxes_l]).astype(np.float32)
+    return faces, boxes, np.array([b is not None for b in boxes_l])

@@ -255,27 +255,23 @@ class FaceCrop(_Model):
         self.box = self.params.get("box", spec.DEFAULT_BOX)  # face box convention (seed: dlib's framing)
 
     def run(self, x):
+        frames = x[T.FRAMES]
+        if self.cuda:  # tensors on the GPU: detect stage and crops there, one host copy of the chosen boxes
+            from ..pipeline.device_faces import faces_of_chunk
+
+            faces, boxes, has = faces_of_chunk(frames, x[T.LOC], x[T.SCORES], self.max_side, self.threshold, self.box,
+                                               self.margin)
+            return {T.FACES: faces, T.BOXES: boxes, T.HAS_FACE: has.reshape(-1, 1)}
         from ..pipeline.faces import choose_faces, detector_size, faces_for_classifier
 
-        frames = x[T.FRAMES]
         if not (len(x[T.LOC]) == len(x[T.SCORES]) == len(frames)):
             raise ValueError(f"{len(frames)} frames but detections for {len(x[T.LOC])} / {len(x[T.SCORES])}")
         h, w, scale = detector_size(frames.shape[1], frames.shape[2], self.max_side)
         loc, scores = x[T.LOC], x[T.SCORES]
-        if self.cuda:  # detections are small: NMS on the host, pixels stay on the GPU
-            loc, scores = loc.float().cpu().numpy(), scores.float().cpu().numpy()
         if not (np.isfinite(loc).all() and np.isfinite(scores).all()):
             raise ValueError("detector outputs contain NaN or infinity")
         chosen = choose_faces(loc, scores, h, w, scale, self.threshold, self.box)
-        if self.cuda:
-            from ..pipeline.runtimes.torch_rt import crop_resize
-
-            boxes_l = [c.box if c is not None else None for c in chosen]
-            faces = crop_resize(frames, boxes_l, self.margin)
-            boxes = np.stack([b if b is not None else np.zeros(4, np.float32) for b in boxes_l]).astype(np.float32)
-            has = np.array([b is not None for b in boxes_l])
-        else:
-            faces, boxes, has = faces_for_classifier(list(frames), chosen, self.margin)
+        faces, boxes, has = faces_for_classifier(list(frames), chosen, self.margin)
         return {T.FACES: faces, T.BOXES: boxes, T.HAS_FACE: has.reshape(-1, 1)}
 
 
