@@ -73,8 +73,16 @@ def _frames(path):
 def _upload(browser, server, path):
     from selenium.webdriver.common.by import By
 
-    browser.get(server.url + "/")
+    _open(browser, server)
     browser.find_element(By.ID, "file").send_keys(str(path))
+
+
+def _open(browser, server):
+    """The page, once it has read /v1/config (the option defaults, explain among them)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server.url + "/")
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return document.getElementById('limit').textContent"))
 
 
 def test_page_upload_verdict_and_timeline(browser, server, clips, tmp_path):
@@ -184,8 +192,9 @@ def test_page_draws_one_timeline_line_per_person(browser, server, tmp_path):
         tmp_path / "two people.mp4", [{"who": "astronaut", "scale": 0.6, "start": (10, 0), "end": (470, 10)},
                                       {"who": "cameraman", "scale": 0.6, "start": (490, 190), "end": (20, 180)}],
         n_frames=30)
-    browser.get(server.url + "/")
+    _open(browser, server)
     browser.execute_script("document.getElementById('opt-faces').value = 'all'")  # the (folded) options panel
+    browser.execute_script("document.getElementById('opt-explain').value = '0'")  # no evidence: faster
     browser.find_element(By.ID, "file").send_keys(v["path"])
     wait = WebDriverWait(browser, 180)
     wait.until(lambda d: d.find_element(By.ID, "verdict").text in ("FAKE", "REAL"))

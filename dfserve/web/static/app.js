@@ -58,8 +58,8 @@
       if (v) o[name] = v;
     }
     o.timeline = true;
-    // evidence frames (crops + heat) and segments; 0 when the server cannot compute them (Triton)
-    o.explain = config && config.page_explain ? config.page_explain : 0;
+    // evidence frames (crops + heat); the server's page_explain by default (0 through Triton)
+    o.explain = Math.max(0, parseInt($("opt-explain").value, 10) || 0);
     return o;
   }
 
@@ -397,6 +397,7 @@
       $("untrained").hidden = !(config.model && config.model.startsWith("UNTRAINED"));
       const d = config.defaults || {};
       for (const k of ["sample", "head", "faces", "no_face"]) if (d[k] != null && $("opt-" + k)) $("opt-" + k).value = d[k];
+      $("opt-explain").value = String(config.page_explain || 0);
     } catch (e) { if (e.status !== 401) showError(e.message); }
     loadJobs();
     const id = location.hash.slice(1);
