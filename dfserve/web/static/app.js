@@ -263,7 +263,7 @@
   function segText(g) {
     const span = g.start_s != null ? g.start_s.toFixed(2) + "\u2013" + g.end_s.toFixed(2) + " s" :
       "frames " + g.first_frame + "\u2013" + g.last_frame;
-    return span + " (" + g.frames + " frames, mean p(fake) " + g.mean_p_fake.toFixed(2) + ")";
+    return span + " (" + g.frames + (g.frames === 1 ? " frame" : " frames") + ", mean p(fake) " + g.mean_p_fake.toFixed(2) + ")";
   }
 
   function segmentsLine(row) {
