@@ -73,8 +73,16 @@ def _frames(path):
 def _upload(browser, server, path):
     from selenium.webdriver.common.by import By
 
-    browser.get(server.url + "/")
+    _open(browser, server)
     browser.find_element(By.ID, "file").send_keys(str(path))
+
+
+def _open(browser, server):
+    """The page, once it has read /v1/config (the option defaults, explain among them)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server.url + "/")
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return document.getElementById('limit').textContent"))
 
 
 def test_page_upload_verdict_and_timeline(browser, server, clips, tmp_path):
@@ -109,6 +117,7 @@ def test_page_upload_verdict_and_timeline(browser, server, clips, tmp_path):
     job_id = browser.execute_script("return location.hash.slice(1)")
     api = httpx.get(f"{server.url}/v1/jobs/{job_id}").json()
     assert api["result"]["label"] == verdict and f"{api['result']['p_fake']:.4f}" == f"{p_fake:.4f}"
+    _check_evidence(browser, api)
     height = browser.execute_script("return document.documentElement.scrollHeight")
     browser.set_window_size(1000, min(max(height + 200, 800), 2600))
     shot = SCREENSHOT if os.environ.get("DFSERVE_UPDATE_SCREENSHOT") else tmp_path / "web-result.png"
@@ -121,6 +130,43 @@ def test_page_upload_verdict_and_timeline(browser, server, clips, tmp_path):
         "window.innerWidth + 1).map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 5)")
     assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1"), wide
     browser.set_window_size(1000, 1400)
+
+
+def _check_evidence(browser, api):
+    """#24 item 4: the page asked for explain (spec.WEB_EXPLAIN_DEFAULT), shades the row's segments on the
+    timeline and shows the evidence crops with their heat canvases; the checkbox hides and shows the heat."""
+    from selenium.webdriver.common.by import By
+
+    from dfserve import spec
+
+    row = api["result"]
+    assert api["options"]["explain"] == spec.WEB_EXPLAIN_DEFAULT
+    segs = browser.find_elements(By.CSS_SELECTOR, "svg#timeline rect.seg")
+    assert len(segs) == len(row["segments"])
+    assert [int(e.get_attribute("data-first")) for e in segs] == [g["first_frame"] for g in row["segments"]]
+    assert browser.find_element(By.ID, "segments").is_displayed()
+    ev = row["evidence"]
+    assert len(ev) == spec.WEB_EXPLAIN_DEFAULT
+    assert browser.execute_script(
+        "const i = document.querySelectorAll('#evidence img'); return i.length && "
+        "[...i].every(x => x.complete && x.naturalWidth > 0) && i.length") == len(ev)
+    heats = browser.find_elements(By.CSS_SELECTOR, "#evidence canvas.heat")
+    assert len(heats) == len(ev) and all(h.is_displayed() for h in heats)
+    assert [h.get_attribute("width") for h in heats] == [str(len(e["heat"][0])) for e in ev]
+    # the canvas holds the heat: red cells where the row's heat is positive (alpha scaled by the max |heat|)
+    m = max(abs(v) for r in ev[0]["heat"] for v in r)
+    want = sum(v > 0 and 200 * v / m >= 0.5 for r in ev[0]["heat"] for v in r)
+    red = browser.execute_script(
+        "const c = document.querySelector('#evidence canvas.heat'), d = c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data; let n = 0; for (let k = 0; k < d.length; k += 4) "
+        "if (d[k + 3] > 0 && d[k] > d[k + 2]) n++; return n;")
+    assert abs(red - want) <= 1 and (want > 0) == (red > 0), (red, want)
+    toggle = browser.find_element(By.ID, "heat-toggle")
+    toggle.click()
+    assert not any(h.is_displayed() for h in heats)
+    assert all(e.is_displayed() for e in browser.find_elements(By.CSS_SELECTOR, "#evidence img"))
+    toggle.click()
+    assert all(h.is_displayed() for h in heats)
 
 
 def test_page_explains_errors_in_words(browser, server, clips):
@@ -146,8 +192,9 @@ def test_page_draws_one_timeline_line_per_person(browser, server, tmp_path):
         tmp_path / "two people.mp4", [{"who": "astronaut", "scale": 0.6, "start": (10, 0), "end": (470, 10)},
                                       {"who": "cameraman", "scale": 0.6, "start": (490, 190), "end": (20, 180)}],
         n_frames=30)
-    browser.get(server.url + "/")
+    _open(browser, server)
     browser.execute_script("document.getElementById('opt-faces').value = 'all'")  # the (folded) options panel
+    browser.execute_script("document.getElementById('opt-explain').value = '0'")  # no evidence: faster
     browser.find_element(By.ID, "file").send_keys(v["path"])
     wait = WebDriverWait(browser, 180)
     wait.until(lambda d: d.find_element(By.ID, "verdict").text in ("FAKE", "REAL"))

@@ -227,7 +227,9 @@ def create_app(settings: WebSettings):
         return {"max_upload_bytes": limits.max_upload_bytes, "limits": limits_json(limits),
                 "request_fields": list(REQUEST_FIELDS),
                 "defaults": {k: d[k] for k in REQUEST_FIELDS}, "workers": runner.n_workers,
-                "queue_size": runner.queue_size, "retention_s": s.retention_s, "model": model_id}
+                "queue_size": runner.queue_size, "retention_s": s.retention_s, "model": model_id,
+                # evidence frames the page asks for (0 through Triton: explain needs the embedded scorer)
+                "page_explain": 0 if s.config.server else spec.WEB_EXPLAIN_DEFAULT}
 
     async def drain(request: Request) -> None:
         if request.headers.get("expect", "").lower() == "100-continue":

@@ -58,6 +58,8 @@
       if (v) o[name] = v;
     }
     o.timeline = true;
+    // evidence frames (crops + heat); the server's page_explain by default (0 through Triton)
+    o.explain = Math.max(0, parseInt($("opt-explain").value, 10) || 0);
     return o;
   }
 
@@ -158,6 +160,8 @@
       try { timeline = await api(job.links.timeline); } catch (e) { timeline = null; }
     }
     drawTimeline(timeline, r);
+    segmentsLine(r);
+    evidence(r);
     thumbs(job);
     details(job);
     const blob = new Blob([JSON.stringify(Object.assign({}, job, { timeline: timeline && timeline.timeline }), null, 1)],
@@ -191,6 +195,14 @@
     svg.appendChild(el("rect", { x: L, y: T, width: W - L - R, height: H - T - B, fill: "none", stroke: "#e0e3e8" }));
     for (const [p, label] of [[1, "1 FAKE"], [0.5, "0.5"], [0, "0 REAL"]]) {
       svg.appendChild(el("text", { x: L - 4, y: y(p) + 4, "text-anchor": "end" }, label.split(" ")[0]));
+    }
+    // segments: shaded frame ranges whose smoothed p(fake) stays above the threshold
+    const half = pts.length > 1 ? (x(maxI) - x(0)) / maxI / 2 : 3;
+    for (const g of (row && row.segments) || []) {
+      const x0 = Math.max(L, x(g.first_frame) - half), x1 = Math.min(W - R, x(g.last_frame) + half);
+      svg.appendChild(el("rect", { class: "seg", x: x0, y: T, width: Math.max(2, x1 - x0), height: H - T - B,
+                                   "data-first": g.first_frame, "data-last": g.last_frame }))
+        .appendChild(el("title", {}, "suspicious segment: " + segText(g)));
     }
     svg.appendChild(el("line", { class: "thr", x1: L, x2: W - R, y1: y(0.5), y2: y(0.5) }));
     svg.appendChild(el("text", { x: L + 4, y: T + 11 }, "FAKE"));
@@ -246,6 +258,68 @@
     }
     svg.dataset.scored = String(nScored);
     wrap.appendChild(svg);
+  }
+
+  function segText(g) {
+    const span = g.start_s != null ? g.start_s.toFixed(2) + "\u2013" + g.end_s.toFixed(2) + " s" :
+      "frames " + g.first_frame + "\u2013" + g.last_frame;
+    return span + " (" + g.frames + (g.frames === 1 ? " frame" : " frames") + ", mean p(fake) " + g.mean_p_fake.toFixed(2) + ")";
+  }
+
+  function segmentsLine(row) {
+    const p = $("segments");
+    const segs = row.segments;
+    if (segs == null) { p.textContent = ""; p.hidden = true; return; }
+    p.hidden = false;
+    p.textContent = segs.length ? "Suspicious segments (shaded): " + segs.map(segText).join("; ") :
+      "No segment where the smoothed p(fake) stays above the threshold.";
+  }
+
+  // evidence: the most suspicious frames' face crops, with the occlusion heat drawn over each on a canvas
+  function evidence(row) {
+    const box = $("evidence"), sec = $("evidence-box");
+    box.textContent = "";
+    const list = row.evidence;
+    sec.hidden = list == null;
+    if (list == null) return;
+    if (!list.length) {
+      const p = document.createElement("p"); p.className = "muted";
+      p.textContent = row.evidence_note || "no evidence frames for this job"; box.appendChild(p); return;
+    }
+    for (const e of list) {
+      const fig = document.createElement("figure");
+      fig.className = "ev";
+      const wrap = document.createElement("div"); wrap.className = "ev-wrap";
+      const img = document.createElement("img");
+      img.alt = "face at frame " + e.frame;
+      img.src = "data:image/png;base64," + e.png_base64;
+      wrap.appendChild(img);
+      if (e.heat && e.heat.length) wrap.appendChild(heatCanvas(e.heat, e.frame));
+      const cap = document.createElement("figcaption");
+      cap.textContent = "#" + e.frame + (e.time_s != null ? " \u00b7 " + e.time_s.toFixed(2) + " s" : "") +
+        " \u00b7 p " + e.p_fake.toFixed(2);
+      fig.append(wrap, cap);
+      box.appendChild(fig);
+    }
+  }
+
+  // heat[r][c]: how much greying that cell lowers the frame's FAKE margin; positive (toward FAKE) in red,
+  // negative (toward REAL) in faint blue, alpha scaled by the largest |value| of that frame
+  function heatCanvas(heat, frame) {
+    const rows = heat.length, cols = heat[0].length;
+    const c = document.createElement("canvas");
+    c.className = "heat"; c.width = cols; c.height = rows;
+    c.setAttribute("aria-label", "heat over the face at frame " + frame);
+    const ctx = c.getContext("2d"), im = ctx.createImageData(cols, rows);
+    let m = 0;
+    for (const r of heat) for (const v of r) m = Math.max(m, Math.abs(v));
+    for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
+      const v = m > 0 ? heat[i][j] / m : 0, k = 4 * (i * cols + j);
+      if (v > 0) { im.data[k] = 230; im.data[k + 1] = 20; im.data[k + 2] = 20; im.data[k + 3] = Math.round(200 * v); }
+      else { im.data[k] = 30; im.data[k + 1] = 90; im.data[k + 2] = 230; im.data[k + 3] = Math.round(-110 * v); }
+    }
+    ctx.putImageData(im, 0, 0);
+    return c;
   }
 
   async function thumbs(job) {
@@ -311,6 +385,7 @@
     for (const ev of ["dragleave", "drop"]) drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.remove("over"); });
     drop.addEventListener("drop", (e) => { if (e.dataTransfer.files.length) upload(e.dataTransfer.files[0]); });
     $("refresh").onclick = loadJobs;
+    $("heat-toggle").addEventListener("change", () => $("evidence").classList.toggle("noheat", !$("heat-toggle").checked));
     $("token-save").onclick = () => { localStorage.setItem("dfserve-token", $("token").value.trim()); $("token-box").hidden = true; init(); };
   }
 
@@ -322,6 +397,7 @@
       $("untrained").hidden = !(config.model && config.model.startsWith("UNTRAINED"));
       const d = config.defaults || {};
       for (const k of ["sample", "head", "faces", "no_face"]) if (d[k] != null && $("opt-" + k)) $("opt-" + k).value = d[k];
+      $("opt-explain").value = String(config.page_explain || 0);
     } catch (e) { if (e.status !== 401) showError(e.message); }
     loadJobs();
     const id = location.hash.slice(1);
