@@ -18,6 +18,7 @@ log = logging.getLogger("dfserve")
 def add_score_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `score` (embedded or --server) and anything that scores videos."""
     from .models import runtime_choices
+    from .pipeline.precisions import PRECISIONS
     from .pipeline.sampling import DEFAULT_POLICY, HELP
 
     p.add_argument("paths", nargs="+", metavar="PATH",
@@ -32,7 +33,7 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=runtime_choices(), default="auto",
                    help="embedded runtime: auto = the fastest installed on cpu (openvino, else onnxruntime), "
                         "torch on cuda")
-    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="classifier precision: fp32 (exact, default), bf16 (openvino), int8 (a variant written by "
                         "`dfserve export --precision int8`); its measured drift is in the export's metadata.json")
     p.add_argument("--out", type=Path, help="JSON Lines output file (default: stdout)")

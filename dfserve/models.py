@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -13,17 +12,9 @@ from typing import Optional
 
 from . import spec
 from .errors import ModelFilesError, UsageError
-from .pipeline.model_files import model_id_from_metadata, read_metadata  # noqa: F401 (re-exported)
+from .pipeline.model_files import cache_root, model_id_from_metadata, read_metadata  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-
-def cache_root() -> Path:
-    env = os.environ.get("DFSERVE_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "dfserve"
 
 
 @dataclass

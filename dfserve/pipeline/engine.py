@@ -148,17 +148,14 @@ class Scorer:
         return np.asarray(self.rt.classify(faces))
 
     # ----------------------------------------------------------------------------- decode side
-    def _produce(self, paths: "queue.Queue", out: "queue.Queue", stop: threading.Event, seq=None,
-                 seq_lock: Optional[threading.Lock] = None) -> None:
+    def _produce(self, paths: "queue.Queue", out: "queue.Queue", stop: threading.Event, seq,
+                 seq_lock: threading.Lock) -> None:
         """Decode thread: videos from `paths` -> (seq, message) on `out`, seq counting every message of every
         decoder in the order they enter the queue (what the locate workers' output is put back in)."""
-        seq = seq if seq is not None else itertools.count()
-        seq_lock = seq_lock or threading.Lock()
 
         def put(item):
-            with seq_lock:  # numbered in queue order: a number is never skipped nor taken out of turn
-                if not self._put_quiet(out, (next(seq), item), stop):
-                    raise _Stop()
+            if not self._put_numbered(out, item, stop, seq, seq_lock):
+                raise _Stop()
 
         while not stop.is_set():
             try:
@@ -187,6 +184,8 @@ class Scorer:
                                    seq, seq_lock)
 
     def _put_numbered(self, out, item, stop, seq, seq_lock) -> bool:
+        """Queue (next number, item); numbered under the lock, in queue order: a number is never skipped nor
+        taken out of turn. False if the scorer stopped first."""
         with seq_lock:
             return self._put_quiet(out, (next(seq), item), stop)
 

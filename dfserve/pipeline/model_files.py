@@ -2,10 +2,21 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from .. import spec
 from ..errors import ModelFilesError
+
+
+def cache_root() -> Path:
+    """dfserve's cache: $DFSERVE_CACHE, else $XDG_CACHE_HOME/dfserve (~/.cache/dfserve): exported checkpoints,
+    OpenVINO's compiled models, torch.compile's kernels."""
+    env = os.environ.get("DFSERVE_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dfserve"
 
 
 def model_id_from_metadata(meta: dict) -> str:

@@ -312,13 +312,8 @@ def _decode_range(path: str, rng: Range, timeline: Timeline, keep: List[bool], c
     then ("done",), or ("fallback", why) as soon as a frame would be wrong or the decode fails."""
 
     def put(item) -> None:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-        raise _Stopped()
+        if not _put_last(out, stop, item):
+            raise _Stopped()
 
     where = f"range of frames {rng.first}-{rng.end - 1}"
     try:
@@ -349,13 +344,15 @@ class _LandedLate(Exception):
     """The seek landed after the range's key frame (raised before any frame of the range is put)."""
 
 
-def _put_last(out: "queue.Queue", stop: threading.Event, item: tuple) -> None:
+def _put_last(out: "queue.Queue", stop: threading.Event, item: tuple) -> bool:
+    """Queue `item`, waiting while the queue is full; False if `stop` was set first."""
     while not stop.is_set():
         try:
             out.put(item, timeout=0.1)
-            return
+            return True
         except queue.Full:
             continue
+    return False
 
 
 def _decode_into(container, path, rng: Range, target: Optional[int], timeline: Timeline, keep, colors, threads, put,

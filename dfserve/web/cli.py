@@ -36,11 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--checkpoint", type=Path, help="seed checkpoint, exported on first use into the cache")
     src.add_argument("--server", metavar="HOST:PORT", help="score through a dfserve Triton server (gRPC)")
     from ..models import runtime_choices  # the same choices as `dfserve score --runtime` (commands.add_score_options)
+    from ..pipeline.precisions import PRECISIONS
 
     src.add_argument("--runtime", choices=runtime_choices(), default="auto",
                      help="auto (default): onnxruntime at fp32 on the CPU (lean: bounded memory, web/memory.py), "
                           "torch on cuda; openvino or onnxruntime or torch by name")
-    src.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+    src.add_argument("--precision", choices=PRECISIONS, default="fp32",
                      help="classifier precision, as `dfserve score --precision`: fp32 (exact, default), bf16 "
                           "(openvino), int8 (a variant written by `dfserve export --precision int8`)")
     src.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N] with --runtime torch")

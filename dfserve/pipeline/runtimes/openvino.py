@@ -31,10 +31,10 @@ def _hint(precision: str) -> str:
 
 
 def _cache_dir() -> str | None:
-    """$DFSERVE_CACHE/openvino (the same root as dfserve.models.cache_root; read here to keep the layers one-way)."""
-    env = os.environ.get("DFSERVE_CACHE")
-    root = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dfserve"
-    d = root / "openvino"
+    """<cache root>/openvino, where it can be written (model_files.cache_root)."""
+    from ..model_files import cache_root
+
+    d = cache_root() / "openvino"
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError:

@@ -276,12 +276,9 @@ def normalize_faces_torch(crops):
 
 def compile_cache_dir() -> str:
     """Where inductor keeps compiled kernels between runs: $TORCHINDUCTOR_CACHE_DIR, else under dfserve's cache."""
-    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if env:
-        return env
-    base = os.environ.get("DFSERVE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "dfserve")
-    return os.path.join(base, "inductor")
+    from ..model_files import cache_root
+
+    return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(cache_root() / "inductor")
 
 
 def compile_networks(torch, cls, det, mode: Optional[str] = None):
