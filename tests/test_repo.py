@@ -43,6 +43,13 @@ def test_every_config_parses_and_follows_the_spec(flavor):
         p = {k: v.string_value for k, v in c.parameters.items()}
         assert c.backend == "python" and c.instance_group[0].kind == c.instance_group[0].KIND_GPU
         assert p["device"] == "cuda" and p["runtime"] == "torch" and p["precision"] == "fp16"
+    # deepfake_video: the whole video in its GPU instance in the gpu flavor; BLS from the CPU in gpu-tensorrt
+    video = parse_config(config_text("deepfake_video", "gpu"))
+    p = {k: v.string_value for k, v in video.parameters.items()}
+    assert video.instance_group[0].kind == video.instance_group[0].KIND_GPU
+    assert p["device"] == "cuda" and p["scorer"] == "torch" and p["precision"] == "fp16"
+    video = parse_config(config_text("deepfake_video", "gpu-tensorrt"))
+    assert video.instance_group[0].kind == video.instance_group[0].KIND_CPU and "scorer" not in video.parameters
 
 
 def test_gpu_flavor_installs_the_seed_weights_not_onnx(tmp_path, exported):
@@ -51,11 +58,12 @@ def test_gpu_flavor_installs_the_seed_weights_not_onnx(tmp_path, exported):
     from dfserve.models import read_metadata
 
     repo = build_repo(tmp_path / "gpu repo", "gpu", exported.out_dir)
-    for name in ("frame_classifier", "face_detector"):
+    for name in ("frame_classifier", "face_detector", "deepfake_video"):
         v = repo / name / "1"
         assert (v / "model.py").is_file() and not list(v.glob("*.onnx")) and not list(v.glob("*.plan"))
         assert read_metadata(v, need_onnx=False) == read_metadata(exported.out_dir)
-    assert (repo / "frame_classifier" / "1" / "seed_checkpoint.pt").is_file()  # the export came from a checkpoint
+    for name in ("frame_classifier", "deepfake_video"):  # the export came from a checkpoint
+        assert (repo / name / "1" / "seed_checkpoint.pt").is_file()
 
 
 def test_ensemble_batch_limits_fit_its_steps():
@@ -88,7 +96,8 @@ def test_the_builder_writes_the_request_limits(tmp_path, monkeypatch):
     assert {k: v for k, v in _params(COMMITTED / "deepfake_video" / "config.pbtxt").items() if k != "device"} == defaults
     want = {"device": "cpu", **defaults, "max_frames": "100", "max_pixels": "230400", "max_cpu_s": "2.5"}
     build_repo(tmp_path / "api", "gpu", limits=RequestLimits(max_frames=100, max_pixels=640 * 360, max_cpu_s=2.5))
-    assert _params(tmp_path / "api" / "deepfake_video" / "config.pbtxt") == want
+    gpu_video = {"device": "cuda", "FORCE_CPU_ONLY_INPUT_TENSORS": "no", "scorer": "torch", "precision": "fp16"}
+    assert _params(tmp_path / "api" / "deepfake_video" / "config.pbtxt") == {**want, **gpu_video}
     monkeypatch.setenv("DFSERVE_MAX_CPU_S", "2.5")
     monkeypatch.setenv("DFSERVE_MAX_FRAMES", "7")  # the flag wins over the environment
     assert main(["repo", "build", "--out", str(tmp_path / "cli"), "--max-frames", "100", "--max-pixels", "230400"]) == 0

@@ -215,3 +215,33 @@ def test_the_scorer_decodes_with_its_split_option(exported, corpus):
     stats = DecodeStats()
     idx = [i for chunk, _ in scorer.iter_frames(path, parse_policy("all"), probe(path), stats) for i in chunk]
     assert idx == list(range(N)) and stats.ranges == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["h264 bframes open-gop.mp4", "hevc open-gop.mkv", "portrait phone.mp4", "vfr.mkv"])
+def test_nvdec_split_gives_the_frames_of_one_nvdec_session(corpus, name):
+    """`--split 4` on CUDA (one NVDEC session per key-frame range, nvdec.py) against one session: the same
+    indices and the same BGR bytes for every policy; on a clean MP4 the four sessions really run."""
+    pytest.importorskip("PyNvVideoCodec")
+    from dfserve.pipeline.nvdec import iter_frames_nvdec, iter_frames_nvdec_split
+
+    if name not in corpus:
+        pytest.skip(f"no encoder for {name}")
+    path = corpus[name]
+
+    def run(policy, split):
+        info = probe(path, count_if_unknown=parse_policy(policy).needs_frame_count)
+        stats = DecodeStats()
+        chunks = (iter_frames_nvdec(path, parse_policy(policy), info, stats, 7) if split is None else
+                  iter_frames_nvdec_split(path, parse_policy(policy), info, stats, 7, split=split))
+        got = []
+        for idx, batch in chunks:
+            got += [(i, hashlib.md5(f.cpu().numpy().tobytes()).hexdigest()) for i, f in zip(idx, batch)]
+        return got, stats
+
+    for policy in POLICIES:
+        one, _ = run(policy, None)
+        four, stats = run(policy, "4")
+        assert four == one, (name, policy)
+        if name.endswith(".mp4") and policy == "all":
+            assert stats.ranges == 4

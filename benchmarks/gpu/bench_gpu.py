@@ -99,7 +99,10 @@ def stage_prepare(args) -> dict:
             p = work / "clips" / f"{codec} clip {k}.mp4"  # a space in the path, as users have
             p.parent.mkdir(parents=True, exist_ok=True)
             if not p.is_file():
-                samples.make_face_video(p, n_frames=n, width=w, height=h, fps=30, codec=codec, seed=k)
+                # a key frame every 2 s, closed GOPs, B-frames: what phone cameras and most uploads carry,
+                # and what --split needs to find ranges (x264's default 250-frame GOP gives a 10-s clip 2)
+                samples.make_face_video(p, n_frames=n, width=w, height=h, fps=30, codec=codec, seed=k,
+                                        codec_options=samples.keyframe_options(codec, 60, open_gop=False))
             out[codec].append(str(p))
     (work / "clips.json").write_text(json.dumps(out, indent=1))
     if not args.smoke:  # the summary may be made elsewhere: the machine is recorded where it was measured

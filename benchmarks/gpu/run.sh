@@ -3,7 +3,7 @@
 # models from seeded weights, run the `gpu` tests, then the GPU benchmark; results go to
 # benchmarks/results/<device>/.
 #
-#   bash benchmarks/gpu/run.sh step1|step2|prep|triton|all   (or --step N)   [--dry-run] [--results DIR] [--clips N]
+#   bash benchmarks/gpu/run.sh step1|step2|hot|prep|triton|all   (or --step N)   [--dry-run] [--results DIR] [--clips N]
 #
 # Written for a bare GPU machine that holds only the repository and cannot reach any package index
 # (Python 3.12, torch CUDA, onnx, onnxruntime, numpy 2, opencv, scikit-image, pytest preinstalled):
@@ -20,6 +20,8 @@
 #   step2  (carry .whl/step2: dlib-bin, tritonclient, python-rapidjson, ~6 MiB)
 #          pytest -m gpu, `dfserve score --device cuda` as a user runs it (e2e), the seed reference pipeline on the same GPU, tritonclient CUDA shared
 #          memory, summary (gpu-results.json / .md) and results.tar.gz                 (~3-5 min)
+#   hot    (carry .whl/step1)  a short round for the hot path alone: install, doctor, models + clips, the hot
+#          path stage, agreement, pytest -m gpu (all gpu tests but Triton's), summary      (~4-5 min)
 #   prep   (carry .whl/step1)  install, models + clips, p_fake agreement with the CPU path (fp16; fp32 with
 #          TF32 off): what the triton step needs, in ~2 minutes                              (~1-2 min)
 #   triton (carry .whl/tpack: triton-pack.tar.xz, ~42 MiB: tritonserver 2.51 + python backend from the
@@ -45,7 +47,7 @@ CLIPS=4
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    step1|step2|prep|triton|all) STEP="$1" ;;
+    step1|step2|hot|prep|triton|all) STEP="$1" ;;
     --step) shift; STEP="step${1:-}" ;;
     --step=*) STEP="step${1#--step=}" ;;
     --dry-run) DRY=1 ;;
@@ -57,8 +59,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 case "$STEP" in
-  step1|step2|prep|triton|all) ;;
-  *) echo "run.sh: say which step: step1, step2, prep, triton or all (or --step 1|2); got '${STEP}'" >&2; usage >&2; exit 2 ;;
+  step1|step2|hot|prep|triton|all) ;;
+  *) echo "run.sh: say which step: step1, step2, hot, prep, triton or all (or --step 1|2); got '${STEP}'" >&2; usage >&2; exit 2 ;;
 esac
 
 export PYTHONPATH="$REPO:$SITE${PYTHONPATH:+:$PYTHONPATH}"
@@ -126,6 +128,32 @@ step1() {  # the figures first: they are what a short GPU trip is for
   copy_out doctor.json stage-decode.json stage-models.json stage-hotpath.json stage-agreement.json gpu-results.json gpu-results.md
 }
 
+gpu_pytest() {  # every file holding gpu tests except Triton's (the triton step runs that one)
+  local gpu_tests
+  gpu_tests="$(grep -l 'pytest.mark.gpu' tests/test_*.py | grep -v test_triton_gpu.py | tr '\n' ' ')"
+  say "timeout $1 $PY -m pytest -m gpu -q -p no:cacheprovider $gpu_tests> ${RESULTS#$REPO/}/pytest-gpu.log"
+  if [ "$DRY" = 0 ]; then
+    mkdir -p "$RESULTS"
+    # shellcheck disable=SC2086
+    timeout "$1" "$PY" -m pytest -m gpu -q -p no:cacheprovider $gpu_tests > "$RESULTS/pytest-gpu.log" 2>&1 || STATUS=1
+    tail -n 25 "$RESULTS/pytest-gpu.log"
+  fi
+}
+
+hot() {  # the hot path's figures and the gpu tests, in one short call
+  echo "== hot: install, doctor, models + clips, hot path, agreement, pytest -m gpu, summary"
+  install_step step1
+  run mkdir -p "$RESULTS"
+  say "$PY -m dfserve.cli doctor --json > ${RESULTS#$REPO/}/doctor.json"
+  [ "$DRY" = 1 ] || "$PY" -m dfserve.cli doctor --json > "$RESULTS/doctor.json" || STATUS=1
+  run timeout 200 "${BENCH[@]}" prepare
+  run timeout 420 "${BENCH[@]}" hotpath
+  run timeout 90 "${BENCH[@]}" agreement
+  gpu_pytest 240
+  run timeout 30 "${BENCH[@]}" summary
+  copy_out doctor.json stage-hotpath.json stage-agreement.json pytest-gpu.log gpu-results.json gpu-results.md
+}
+
 ensure_prepared() {  # step 2 reuses step 1's models and clips; on a fresh machine, make them again
   if [ "$DRY" = 0 ] && { [ ! -f "$WORK/clips.json" ] || [ ! -f "$WORK/models/metadata.json" ]; }; then
     echo "!! no models/clips from step1 under ${WORK#$REPO/} (a fresh machine?): preparing them again" >&2
@@ -139,16 +167,7 @@ step2() {
   install_step step1
   install_step step2
   ensure_prepared
-  # only the files that hold gpu tests: the others may need packages this machine lacks (tritonclient)
-  local gpu_tests
-  gpu_tests="$(grep -l 'pytest.mark.gpu' tests/test_*.py | tr '\n' ' ')"
-  say "timeout 150 $PY -m pytest -m gpu -q -p no:cacheprovider $gpu_tests> ${RESULTS#$REPO/}/pytest-gpu.log"
-  if [ "$DRY" = 0 ]; then
-    mkdir -p "$RESULTS"
-    # shellcheck disable=SC2086
-    timeout 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider $gpu_tests > "$RESULTS/pytest-gpu.log" 2>&1 || STATUS=1
-    tail -n 25 "$RESULTS/pytest-gpu.log"
-  fi
+  gpu_pytest 150
   run timeout 150 "${BENCH[@]}" e2e
   run timeout 90 "${BENCH[@]}" seed
   run timeout 60 "${BENCH[@]}" cudashm
@@ -206,6 +225,7 @@ fi
 case "$STEP" in
   step1) step1 ;;
   step2) step2 ;;
+  hot) hot ;;
   prep) prep ;;
   triton) triton ;;
   all) step1; step2; triton ;;
@@ -214,11 +234,11 @@ if [ "$DRY" = 1 ]; then
   cat <<EOF
 result layout: ${RESULTS#$REPO/}/
   doctor.json             dfserve doctor --json on the GPU machine                        (step1)
-  pytest-gpu.log          pytest -m gpu                                                   (step2)
+  pytest-gpu.log          pytest -m gpu (all but Triton's)                                (step2, hot)
   stage-prepare.json      export + clips (10-s 1080p, H.264 and HEVC, $CLIPS each)            (step1)
   stage-decode.json       NVDEC frames/s, 1/2/4/8 sessions; PyAV for reference            (step1)
   stage-models.json       detector frames/s, classifier faces/s by batch, fp32/fp16/graphs (step1)
-  stage-hotpath.json      streams / split / compile tables, e2e and clip p50, fp32 + colour exactness (step1)
+  stage-hotpath.json      streams / split / compile tables, e2e and clip p50, fp32 + colour exactness (step1, hot)
   stage-e2e.json          dfserve score --device cuda --sample all: frames/s, p50/p99      (step2)
   stage-agreement.json    p_fake vs the CPU path (onnxruntime)                            (step1)
   stage-seed.json         the seed reference pipeline on the same GPU                     (step2)

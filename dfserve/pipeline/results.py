@@ -111,3 +111,16 @@ def summary_table(rows: Iterable[dict], width: int = 44) -> str:
 
 def load_rows(path: Path) -> List[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def public_row(row: dict, server_path: str, display: str) -> dict:
+    """The row as a server shows it (web API, Triton's deepfake_video): the client's display name instead of the
+    server's upload path, in the path and in any error or warning."""
+    row = dict(row)
+    row["path"] = display
+    err = row.get("error")
+    if err and isinstance(err.get("message"), str):
+        row["error"] = dict(err, message=err["message"].replace(server_path, display))
+    if isinstance(row.get("warning"), str):
+        row["warning"] = row["warning"].replace(server_path, display)
+    return row

@@ -60,6 +60,12 @@ def on_gpu(s: spec.ModelSpec, flavor: str) -> bool:
     return flavor.startswith("gpu") and s.gpu
 
 
+def whole_video_on_gpu(s: spec.ModelSpec, flavor: str) -> bool:
+    """gpu flavor: `deepfake_video` scores a whole video in its instance on the GPU (NVDEC + the torch hot path)
+    instead of driving the other models through BLS (the gpu-tensorrt flavor keeps BLS to its plans)."""
+    return s is spec.DEEPFAKE_VIDEO and flavor == "gpu"
+
+
 def model_config(name: str, flavor: str, limits: Optional["RequestLimits"] = None):
     """A model's config, every setting read from its typed fields in dfserve.spec; `limits` replaces the
     spec's default request limits (parameters of deepfake_video)."""
@@ -90,7 +96,7 @@ def model_config(name: str, flavor: str, limits: Optional["RequestLimits"] = Non
         sb.oldest.max_candidate_sequences = s.sequence.max_candidate_sequences
         sb.oldest.max_queue_delay_microseconds = 0
     ig = c.instance_group.add()
-    gpu = on_gpu(s, flavor)
+    gpu = on_gpu(s, flavor) or whole_video_on_gpu(s, flavor)
     ig.count = s.gpu_instances if flavor.startswith("gpu") and s.gpu_instances else s.instances
     ig.kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
     params: Dict[str, str] = dict(s.parameters)
@@ -102,6 +108,8 @@ def model_config(name: str, flavor: str, limits: Optional["RequestLimits"] = Non
             params.update(runtime="torch", precision=GPU_TORCH_PRECISION)
         elif s.kind == spec.KIND_NETWORK:  # the cpu flavor's networks: runtime auto|onnxruntime|openvino, precision
             params.update(runtime=spec.TRITON_CPU_RUNTIME, precision="fp32")
+    if whole_video_on_gpu(s, flavor):  # triton_models.DeepfakeVideo: the TorchScorer in the instance
+        params.update(scorer="torch", precision=GPU_TORCH_PRECISION)
     if limits is not None and s is spec.DEEPFAKE_VIDEO:
         params.update(limits.to_params())
     for k in sorted(params):
@@ -175,14 +183,18 @@ def install_models(repo: Path, flavor: str, models: Path) -> None:
     from ..pipeline.precisions import classifier_file
 
     meta = read_metadata(models)
-    for name, fname in ((m.name, m.model_file) for m in spec.ALL_MODELS if m.kind == spec.KIND_NETWORK):
+    torch_dirs = [(m.name, m.model_file) for m in spec.ALL_MODELS if m.kind == spec.KIND_NETWORK]
+    if flavor == "gpu":  # deepfake_video loads both networks in torch too (whole_video_on_gpu)
+        torch_dirs.append((spec.DEEPFAKE_VIDEO.name, ""))
+    for name, fname in torch_dirs:
         vdir = repo / name / "1"
         if flavor == "gpu":  # torch networks: the seed weights (checkpoint, or the recorded random seed)
             (vdir / spec.METADATA_JSON).write_text(json.dumps(meta, indent=1))
             ckpt = meta.get("weights", {}).get("checkpoint")
-            if ckpt and Path(ckpt).is_file() and name == spec.FRAME_CLASSIFIER.name:
+            needs_weights = name in (spec.FRAME_CLASSIFIER.name, spec.DEEPFAKE_VIDEO.name)
+            if ckpt and Path(ckpt).is_file() and needs_weights:
                 shutil.copyfile(ckpt, vdir / SEED_CHECKPOINT)
-            elif not meta.get("weights", {}).get("untrained") and name == spec.FRAME_CLASSIFIER.name:
+            elif not meta.get("weights", {}).get("untrained") and needs_weights:
                 raise ModelFilesError(f"{models}: the gpu flavor's torch classifier needs the checkpoint "
                                       f"{ckpt!r} named in {spec.METADATA_JSON}, which is not there")
         elif flavor == "gpu-tensorrt":

@@ -338,7 +338,13 @@ class VideoAggregator(_Model):
 
 
 class DeepfakeVideo(_Model):
-    """Encoded video bytes -> one score row (JSON). Decodes here, drives `deepfake_frames` through BLS.
+    """Encoded video bytes -> one score row (JSON).
+
+    cpu flavor: decodes here (PyAV) and drives `deepfake_frames` / the networks through BLS. gpu flavor
+    (`scorer` parameter "torch", instances on the GPU): the whole video runs in this instance as in `dfserve
+    score --device cuda`, the same `TorchScorer` (NVDEC decode split over key-frame ranges, detector, NMS,
+    crops and classifier on the device, frames never leave the GPU); measured on an H200, the BLS path spent
+    its time copying decoded frames between models (benchmarks/results/*h200*/triton_gpu.md).
 
     Each request is held to the limits of this model's config parameters (`spec.REQUEST_LIMITS`, the one
     `RequestLimits` object every entry uses, resolved by `dfserve repo build`: upload bytes, checked first; frames
@@ -360,6 +366,36 @@ class DeepfakeVideo(_Model):
         self.model_id = json.loads(info.read_text())["model_id"] if info.is_file() else "unknown"
         self.limits = RequestLimits.from_params(self.params)
         log.info("deepfake_video: request limits %s", self.limits.to_params())
+        self.rt = None
+        if self.cuda and self.params.get("scorer") == "torch":
+            self._setup_torch()
+
+    def _setup_torch(self):
+        from ..models import load_torch_runtime
+        from ..pipeline.gpu_scorer import nvdec_available
+        from .repo import SEED_CHECKPOINT
+
+        ckpt = self.version_dir / SEED_CHECKPOINT
+        self.rt = load_torch_runtime(self.version_dir, ckpt if ckpt.is_file() else None, str(self.device),
+                                     self.model_id, fp16=self.params.get("precision", "fp16") == "fp16",
+                                     cuda_graph_batches=(8, 16, 32, 64))
+        self.nvdec = nvdec_available()
+        log.info("deepfake_video: whole videos in this instance, torch on %s (%s), decoder %s", self.device,
+                 "fp16" if self.rt.fp16 else "fp32", "nvdec" if self.nvdec else "pyav")
+
+    def _score_in_process(self, path: str, name: str, opts) -> dict:
+        """The gpu flavor: one video through this instance's TorchScorer, the row naming the client's file."""
+        from ..errors import RequestLimitError
+        from ..pipeline.gpu_scorer import TorchScorer
+        from ..pipeline.results import public_row
+
+        scorer = TorchScorer(self.rt, opts, model_id=self.model_id, use_nvdec=self.nvdec)
+        scorer.limits = self.limits
+        row = public_row(next(iter(scorer.score([path]))), path, name)
+        err = row.get("error") or {}
+        if err.get("type") == RequestLimitError.__name__:  # refused, as the cpu flavor refuses: not a row
+            raise RequestLimitError(err.get("message", ""), err.get("limit"))
+        return row
 
     def run(self, x):
         from ..pipeline.frames_scoring import FramesModels, score_video_frames
@@ -376,6 +412,13 @@ class DeepfakeVideo(_Model):
         self.limits.check_upload(len(data), name)  # the encoded bytes, before they are written anywhere
         guard = self.limits.guard(name)  # this request's CPU and wall clocks start here
         opts = ScoreOptions.from_json(o, allowed=REQUEST_FIELDS)
+        if self.rt is not None:  # gpu flavor: the whole video here (the upload check above, the rest per frame)
+            suffix = Path(name).suffix or ".bin"
+            with tempfile.NamedTemporaryFile(suffix=suffix) as f:
+                f.write(data if isinstance(data, bytes) else bytes(data))
+                f.flush()
+                row = self._score_in_process(f.name, name, opts)
+            return {T.RESULT: np.array([json.dumps(row).encode()], dtype=np.object_)}
         pb = self.pb
 
         def frames_fn(frames):

@@ -17,6 +17,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 from ..errors import DfserveError
 from ..pipeline.options import ScoreOptions
+from ..pipeline.results import public_row
 from ..scoring import ScorerConfig, make_scorer
 from . import memory
 from .store import JobStore
@@ -259,18 +260,6 @@ class Runner:
         self.store.finish(job_id, status, row, row.get("error"), thumbs)
         self._durations.append(time.time() - t0)
         self.jobs_done += 1
-
-
-def public_row(row: dict, server_path: str, display: str) -> dict:
-    """The row as the API shows it: the client's display name instead of the server's upload path."""
-    row = dict(row)
-    row["path"] = display
-    err = row.get("error")
-    if err and isinstance(err.get("message"), str):
-        row["error"] = dict(err, message=err["message"].replace(server_path, display))
-    if isinstance(row.get("warning"), str):
-        row["warning"] = row["warning"].replace(server_path, display)
-    return row
 
 
 def remove_job_files(uploads: Path, thumbs: Path, job: dict) -> None:
