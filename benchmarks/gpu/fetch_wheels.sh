@@ -69,6 +69,9 @@ triton_pack() {
 
 if [ "$PACK" = 1 ]; then triton_pack; exit 0; fi
 fetch "$REPO/.whl/step1" "${STEP1[@]}"
+# PyNvVideoCodec's wheel carries its samples and benchmarks (4.6 MB): dropped, so .whl/step1 and the working
+# tree stay under the 64 MiB a call carries (seen: 50 KB over)
+[ "$DRY" = 1 ] || zip -q -d "$REPO"/.whl/step1/pynvvideocodec-*.whl 'samples/*' 'benchmarks/*' 2>/dev/null || true
 fetch "$REPO/.whl/step2" "${STEP2[@]}"
 [ "$DRY" = 1 ] && exit 0
 limit=$((64 * 1024 * 1024))
