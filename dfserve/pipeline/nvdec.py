@@ -279,6 +279,7 @@ def _ranges_in_order(path: str, info: VideoInfo, stats: DecodeStats, timeline: T
         w.start()
     stats.ranges = len(ranges)
     expected = 0
+    first_offset = None
     try:
         for q, w in zip(queues, workers):
             while True:
@@ -287,9 +288,15 @@ def _ranges_in_order(path: str, info: VideoInfo, stats: DecodeStats, timeline: T
                     break
                 if item[0] == "fallback":
                     raise SplitFallback(item[1])
-                _, i, n, idx, batch = item
+                _, i, n, idx, batch, offset = item
                 if i != expected:  # _decode_range never does this: a last guard against a missing frame
                     raise SplitFallback(f"frame {i} came where frame {expected} was expected")
+                # every range's timestamps must sit where the first range's do (decoded from the start, as one
+                # session decodes): a seek that landed on another key frame shows as another offset
+                first_offset = offset if first_offset is None else first_offset
+                if offset != first_offset:
+                    raise SplitFallback(f"frame {i}'s timestamps are {offset} from its packets', the first range's "
+                                        f"{first_offset}")
                 expected = i + n
                 if batch is not None:
                     info.rotation = rotation
@@ -323,7 +330,8 @@ def _put(out: "queue.Queue", stop: threading.Event, item: tuple) -> bool:
 def _decode_range(path: str, rng: Range, timeline: Timeline, keep: List[bool], fmt: tuple, gpu_id: int, chunk: int,
                   colors: str, out: "queue.Queue", stop: threading.Event) -> None:
     """One range on its own NVDEC session: seek to its key frame, decode its frames in batches, check each frame's
-    timestamp against its index, convert the kept ones to BGR (finished before the next batch is asked for: the
+    timestamp against its index (NVDEC's timestamps may sit a constant offset from the packets': the offset of
+    the range's first frame, which the caller checks against the first range's), convert the kept ones to BGR (finished before the next batch is asked for: the
     decoder reuses its surfaces); put ("batch", first, n, kept indices, BGR or None) then ("done",), or
     ("fallback", why)."""
     import PyNvVideoCodec as nvc
@@ -338,6 +346,7 @@ def _decode_range(path: str, rng: Range, timeline: Timeline, keep: List[bool], f
         if rng.first > 0:
             dec.seek_to_index(rng.first)
         i = rng.first
+        offset = None  # NVDEC's timestamps minus the packets' (seen on an H200: -1024, the MP4's B-frame delay)
         while i < rng.end:
             if stop.is_set():
                 return
@@ -348,8 +357,10 @@ def _decode_range(path: str, rng: Range, timeline: Timeline, keep: List[bool], f
                 p = _pts(f)
                 if p is None:
                     raise SplitFallback("this PyNvVideoCodec gives no frame timestamps to check the seek by")
-                if p != timeline.pts[i + j]:
-                    raise SplitFallback(f"frame {i + j} has pts {p}, its packets say {timeline.pts[i + j]}")
+                if offset is None:
+                    offset = p - timeline.pts[i + j]
+                if p - offset != timeline.pts[i + j]:
+                    raise SplitFallback(f"frame {i + j} has pts {p} - {offset}, its packets say {timeline.pts[i + j]}")
             idx = [i + j for j in range(len(frames)) if keep[i + j]]
             batch = None
             if idx:
@@ -357,7 +368,7 @@ def _decode_range(path: str, rng: Range, timeline: Timeline, keep: List[bool], f
                     kept = [f for j, f in enumerate(frames) if keep[i + j]]
                     batch = upright_batch(_frames_to_bgr_batch(kept, colors, height, bits, full_range), rotation)
                     torch.cuda.current_stream().synchronize()  # copied out before the decoder reuses its surfaces
-            if not _put(out, stop, ("batch", i, len(frames), idx, batch)):
+            if not _put(out, stop, ("batch", i, len(frames), idx, batch, offset)):
                 return
             i += len(frames)
         _put(out, stop, ("done",))
