@@ -25,4 +25,4 @@ for name, model in (("seeded random weights (random_seed_model(0))", random_seed
     rt = load_runtime("onnxruntime", r)
     out[name] = fidelity(vids, rt, seed_verdicts(vids, str(ck), 20), 20, r.model_id)
     print(name, json.dumps(out[name]), flush=True)
-Path(__file__).parent / "results" / "box_fidelity.json".write_text(json.dumps(out, indent=1))
+(Path(__file__).parent / "results" / "box_fidelity.json").write_text(json.dumps(out, indent=1) + "\n")

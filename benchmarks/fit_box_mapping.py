@@ -15,17 +15,20 @@ collects pairs of boxes on real faces, fits a small linear mapping and checks it
 - RetinaFace runs as the pipeline runs it (frames downscaled to at most spec.DETECTOR_MAX_SIDE,
   `detection.detections`), dlib as the seed runs it (`pipeline.dlib_faces`, on the BGR image). Each
   dlib face is paired with the RetinaFace box of highest IoU (at least 0.3).
-- the model: with RetinaFace's box centre (cx, cy) and size (w, h), the dlib box is
-      cx' = cx + a_x w,   cy' = cy + a_y h,   w' = s_w w,   h' = s_h h
-  (four constants, least squares on the normalised offsets/ratios), then trimmed to the frame as
-  face_recognition trims. A variant with the five landmarks (eye/mouth geometry as extra regressors)
-  is fitted and reported for comparison.
-- held-out evaluation: draws are split by a seeded random 70/30 split within each source, and also
-  leave-one-source-out; IoU with dlib's box before (raw RetinaFace) and after the mapping, min /
-  mean per source.
+- the model (dfserve/pipeline/box_convention.py, constants in spec.py): the face's scale S (eye-to-eye and
+  eyes-to-mouth distances) and reference point (between the eye and mouth midpoints) from the five
+  landmarks; a linear model (ridge least squares, BOX_SEED_COEF) on ten features normalised by S (the box's
+  centre offset and sides, the inter-ocular distance, the nose, the eyes-to-mouth vector, the eye tilt)
+  predicts dlib's box centre and side; the box is then snapped to dlib's discrete sides (36 * 1.2**l) and
+  grid (left = (k + alpha) * side / 9 + beta: BOX_DLIB_GRID_X / _Y, fitted on the training boxes) and trimmed
+  to the frame as face_recognition trims. For comparison the report carries the earlier box-only model
+  (centre shift and side ratios, four constants) and the landmark model without the snapping.
+- held-out evaluation: draws are split by a seeded random 70/30 split within each source (the faces of one
+  draw stay together), and also leave-one-source-out; IoU with dlib's box before (raw RetinaFace) and
+  after the mapping, min / mean per source. The shipped constants are fitted on all pairs.
 
-Run (about two minutes on two cores):
-    python benchmarks/fit_box_mapping.py --insightface-images /tmp/if/insightface/data/images
+Run (about two minutes on two cores; --pairs caches the collected boxes, --refit reuses them):
+    python benchmarks/fit_box_mapping.py --insightface-images /tmp/if/insightface/data/images --draws 200
 Writes benchmarks/results/box_mapping.json and prints the constants for dfserve/spec.py.
 """
 from __future__ import annotations
@@ -39,7 +42,8 @@ import numpy as np
 
 from dfserve import samples, spec
 from dfserve.nets.retinaface import shipped_onnx_bytes
-from dfserve.pipeline.detection import anchors, decode_boxes, nms
+from dfserve.pipeline.box_convention import to_seed_boxes
+from dfserve.pipeline.detection import anchors, decode_boxes, decode_landmarks, nms
 from dfserve.pipeline.dlib_faces import css_to_box, dlib_face_locations
 from dfserve.pipeline.faces import detector_input
 from dfserve.pipeline.runtimes.ort import ort_session
@@ -89,7 +93,7 @@ def augment(img: np.ndarray, rng: np.random.Generator, scale_range) -> np.ndarra
 
 
 class Retina:
-    """RetinaFace as the pipeline runs it, with the landmarks decoded too (for the comparison model)."""
+    """RetinaFace as the pipeline runs it (raw boxes), with its decoded landmarks."""
 
     def __init__(self):
         self.sess = ort_session(shipped_onnx_bytes())
@@ -105,11 +109,8 @@ class Retina:
             return np.zeros((0, 4)), np.zeros((0, 10))
         boxes = decode_boxes(loc[0, sel], pri[sel], h, w)
         keep = nms(boxes, conf[0, sel, 1])
-        p = pri[sel][keep]
-        vc = spec.DETECTOR_VARIANCE[0]
-        pts = lm[0, sel][keep].reshape(-1, 5, 2)
-        pts = (p[:, None, :2] + pts * vc * p[:, None, 2:]) * np.array([w, h])
-        return boxes[keep] / scale, pts.reshape(-1, 10) / scale
+        pts = decode_landmarks(lm[0, sel[keep]], pri[sel[keep]], h, w)
+        return boxes[keep] / scale, pts / scale
 
 
 def collect(srcs: dict, draws: dict, seed: int) -> list:
@@ -145,31 +146,70 @@ def targets(dl: np.ndarray, rt: np.ndarray) -> np.ndarray:
     return np.stack([(dcx - cx) / w, (dcy - cy) / h, dw / w, dh / h], 1)
 
 
-def landmark_features(rt: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Regressors from the five landmarks (eyes, nose, mouth corners), normalised by the box."""
+def box_only_fit(rt, dl) -> np.ndarray:
+    """The earlier model: centre shift and side ratios relative to RetinaFace's box (four constants)."""
+    return targets(dl, rt).mean(0)
+
+
+def box_only_apply(c, rt, sizes) -> np.ndarray:
     cx, cy, w, h = geometry(rt)
-    p = pts.reshape(-1, 5, 2)
-    eyes, mouth, nose = p[:, :2].mean(1), p[:, 3:].mean(1), p[:, 2]
-    return np.stack([(eyes[:, 1] - cy) / h, (mouth[:, 1] - cy) / h, (nose[:, 0] - cx) / w,
-                     (mouth[:, 1] - eyes[:, 1]) / h, (p[:, 1, 0] - p[:, 0, 0]) / w], 1)
+    ncx, ncy, nw, nh = cx + c[0] * w, cy + c[1] * h, c[2] * w, c[3] * h
+    return trim(np.stack([ncx - nw / 2, ncy - nh / 2, ncx + nw / 2, ncy + nh / 2], 1), sizes)
 
 
-def design(rt: np.ndarray, pts: np.ndarray, with_landmarks: bool) -> np.ndarray:
-    one = np.ones((len(rt), 1))
-    return np.hstack([one, landmark_features(rt, pts)]) if with_landmarks else one
-
-
-def fit(rt, pts, dl, with_landmarks: bool) -> np.ndarray:
-    coef, *_ = np.linalg.lstsq(design(rt, pts, with_landmarks), targets(dl, rt), rcond=None)
-    return coef  # [features, 4]
-
-
-def apply(coef, rt, pts, sizes, with_landmarks: bool) -> np.ndarray:
-    t = design(rt, pts, with_landmarks) @ coef
+def landmark_design(rt, pts):
+    """The features of box_convention.to_seed_boxes (float64 here), their reference point and scale."""
     cx, cy, w, h = geometry(rt)
-    ncx, ncy, nw, nh = cx + t[:, 0] * w, cy + t[:, 1] * h, t[:, 2] * w, t[:, 3] * h
-    out = np.stack([ncx - nw / 2, ncy - nh / 2, ncx + nw / 2, ncy + nh / 2], 1)
-    return trim(out, sizes)
+    p = pts
+    ex, ey = (p[:, 0] + p[:, 2]) / 2, (p[:, 1] + p[:, 3]) / 2
+    mx, my = (p[:, 6] + p[:, 8]) / 2, (p[:, 7] + p[:, 9]) / 2
+    rx, ry = (ex + mx) / 2, (ey + my) / 2
+    dx, dy, ux, uy = p[:, 2] - p[:, 0], p[:, 3] - p[:, 1], ex - mx, ey - my
+    iod2 = dx * dx + dy * dy
+    s = np.sqrt(iod2 + ux * ux + uy * uy)
+    f = np.stack([np.ones_like(s), (cx - rx) / s, (cy - ry) / s, w / s, h / s, np.sqrt(iod2) / s,
+                  (p[:, 4] - rx) / s, (p[:, 5] - ry) / s, ux / s, uy / s, dy / s], 1)
+    assert f.shape[1] == len(spec.BOX_SEED_FEATURES)
+    return f, rx, ry, s
+
+
+def landmark_fit(rt, pts, dl, ridge: float = 1e-3) -> np.ndarray:
+    """BOX_SEED_COEF [3, features]: rows predict (dlib centre x - rx) / S, (centre y - ry) / S, side / S."""
+    f, rx, ry, s = landmark_design(rt, pts)
+    dcx, dcy, dw, dh = geometry(dl)
+    y = np.stack([(dcx - rx) / s, (dcy - ry) / s, np.sqrt(dw * dh) / s], 1)
+    a = f.T @ f + ridge * len(f) * np.eye(f.shape[1])
+    a[0, 0] -= ridge * len(f)  # the intercept is not shrunk
+    return np.linalg.solve(a, f.T @ y).T
+
+
+def grid_fit(dl: np.ndarray) -> list:
+    """dlib's grid offsets (alpha, beta) for x and y: left = (k + alpha) * cell + beta, cell = side / 9, from
+    untrimmed square boxes (grid search on the mean absolute residual)."""
+    w, h = dl[:, 2] - dl[:, 0], dl[:, 3] - dl[:, 1]
+    ok = (np.abs(w - h) <= 1) & (dl[:, 0] > 0) & (dl[:, 1] > 0)
+    lvl = np.round(np.log(w[ok] / spec.BOX_DLIB_SIDE0) / np.log(spec.BOX_DLIB_LEVEL_RATIO))
+    cell = spec.BOX_DLIB_SIDE0 * spec.BOX_DLIB_LEVEL_RATIO ** lvl / spec.BOX_DLIB_CELLS
+    out = []
+    for coord in (dl[ok, 0], dl[ok, 1]):
+        best = (np.inf, 0.0, 0.0)
+        for alpha in np.linspace(0, 1, 101)[:-1]:
+            for beta in np.linspace(-6, 6, 121):
+                r = coord - ((np.round((coord - beta) / cell - alpha) + alpha) * cell + beta)
+                e = float(np.mean(np.abs(r)))
+                if e < best[0]:
+                    best = (e, round(float(alpha), 3), round(float(beta), 3))
+        out.append(best[1:])
+    return out
+
+
+def landmark_apply(coef, grid, rt, pts, sizes, snap: bool = True) -> np.ndarray:
+    """The shipped function (box_convention.to_seed_boxes, float32) with these constants; trimmed per image."""
+    from unittest import mock
+
+    with mock.patch.object(spec, "BOX_DLIB_GRID_X", tuple(grid[0])), mock.patch.object(spec, "BOX_DLIB_GRID_Y", tuple(grid[1])):
+        out = to_seed_boxes(rt.astype(np.float32), pts.astype(np.float32), None, coef=coef, snap=snap)
+    return trim(out.astype(np.float64), sizes)
 
 
 def trim(boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -189,55 +229,67 @@ def summary(v: np.ndarray) -> dict:
             "p10": round(float(np.percentile(v, 10)), 4)} if len(v) else {"n": 0}
 
 
+def evaluate(name, boxes, dl, src, test) -> dict:
+    v = ious(boxes, dl)
+    return {"held_out": summary(v[test]), "per_source_held_out": {s: summary(v[test & (src == s)]) for s in np.unique(src)}}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--insightface-images", type=Path, help="insightface 2.1 wheel's insightface/data/images folder")
-    ap.add_argument("--draws", type=int, default=60, help="augmented draws per single-face source")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--draws", type=int, default=200, help="augmented draws per single-face source")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--pairs", type=Path, help="cache of the collected box pairs (JSON): written, or read with --refit")
+    ap.add_argument("--refit", action="store_true", help="fit on the cached --pairs instead of collecting")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "box_mapping.json")
     a = ap.parse_args(argv)
-    srcs = sources(a.insightface_images, video_frames=12)
-    draws = {"astronaut": (a.draws, (0.5, 1.6)), "video_frames": (a.draws, (0.8, 1.6)),
-             "t1_group": (max(a.draws // 3, 1), (0.5, 1.1)), "aligned_face": (a.draws, (1.2, 3.0))}
-    pairs = collect(srcs, draws, a.seed)
+    if a.refit:
+        pairs = json.loads(a.pairs.read_text())
+    else:
+        srcs = sources(a.insightface_images, video_frames=12)
+        draws = {"astronaut": (a.draws, (0.5, 1.6)), "video_frames": (a.draws, (0.8, 1.6)),
+                 "t1_group": (max(a.draws // 3, 1), (0.5, 1.1)), "aligned_face": (a.draws, (1.2, 3.0))}
+        pairs = collect(srcs, draws, a.seed)
+        if a.pairs:
+            a.pairs.write_text(json.dumps(pairs))
     src = np.array([p["source"] for p in pairs])
+    draw = np.array([p["draw"] for p in pairs])
     dl, rt = np.array([p["dlib"] for p in pairs], float), np.array([p["retina"] for p in pairs], float)
     pts, sizes = np.array([p["landmarks"] for p in pairs], float), np.array([p["size"] for p in pairs], float)
     rng = np.random.default_rng(a.seed + 1)
     # split by draw (the faces of one image stay together), 30 % held out within each source
     test = np.zeros(len(pairs), bool)
     for s in np.unique(src):
-        dr = np.unique([p["draw"] for p, x in zip(pairs, src) if x == s])
-        held = set(rng.choice(dr, max(1, int(round(0.3 * len(dr)))), replace=False).tolist())
-        test |= (src == s) & np.isin([p["draw"] for p in pairs], list(held))
-    report = {"pairs": int(len(pairs)), "train": int((~test).sum()), "held_out": int(test.sum()), "models": {}}
-    before = ious(trim(rt, sizes), dl)
-    for label, lmk in (("box", False), ("box+landmarks", True)):
-        coef = fit(rt[~test], pts[~test], dl[~test], lmk)
-        after = ious(apply(coef, rt, pts, sizes, lmk), dl)
-        per = {s: {"before": summary(before[test & (src == s)]), "after": summary(after[test & (src == s)])}
-               for s in np.unique(src)}
-        loso = {}
-        for s in np.unique(src):  # leave one source out: fit on the others, test on all of this one
-            c = fit(rt[src != s], pts[src != s], dl[src != s], lmk)
-            loso[s] = summary(ious(apply(c, rt[src == s], pts[src == s], sizes[src == s], lmk), dl[src == s]))
-        plain = np.array([p["draw"] < len(srcs[p["source"]]) for p in pairs])  # images as shipped, no augmentation
-        report["models"][label] = {
-            "coef": np.round(coef, 4).tolist(),
-            "unaugmented_before": summary(before[plain]), "unaugmented_after": summary(after[plain]),
-            "held_out_before": summary(before[test]), "held_out_after": summary(after[test]),
-            "per_source_held_out": per, "leave_one_source_out_after": loso}
-    coef = fit(rt, pts, dl, False)  # the shipped constants: box model, all pairs
-    report["spec"] = {"BOX_SEED_CENTER_SHIFT": [round(float(coef[0, 0]), 4), round(float(coef[0, 1]), 4)],
-                      "BOX_SEED_SIZE_RATIO": [round(float(coef[0, 2]), 4), round(float(coef[0, 3]), 4)]}
+        dr = np.unique(draw[src == s])
+        held = rng.choice(dr, max(1, int(round(0.3 * len(dr)))), replace=False)
+        test |= (src == s) & np.isin(draw, held)
+    tr = ~test
+    report = {"pairs": int(len(pairs)), "per_source": {s: int((src == s).sum()) for s in np.unique(src)},
+              "train": int(tr.sum()), "held_out": int(test.sum()), "draws": a.draws, "seed": a.seed, "models": {}}
+    report["models"]["raw retinaface"] = evaluate("raw", trim(rt, sizes), dl, src, test)
+    c4 = box_only_fit(rt[tr], dl[tr])
+    report["models"]["box only (4 constants)"] = evaluate("box", box_only_apply(c4, rt, sizes), dl, src, test)
+    coef, grid = landmark_fit(rt[tr], pts[tr], dl[tr]), grid_fit(dl[tr])
+    report["models"]["landmarks, continuous"] = evaluate("lc", landmark_apply(coef, grid, rt, pts, sizes, False), dl, src, test)
+    report["models"]["landmarks + dlib grid (shipped)"] = m = evaluate("ls", landmark_apply(coef, grid, rt, pts, sizes), dl,
+                                                                         src, test)
+    loso = {}
+    for s in np.unique(src):  # leave one source out: fit on the others, test on all of this one
+        o = src != s
+        c = landmark_fit(rt[o], pts[o], dl[o])
+        loso[s] = summary(ious(landmark_apply(c, grid_fit(dl[o]), rt[~o], pts[~o], sizes[~o]), dl[~o]))
+    m["leave_one_source_out"] = loso
+    coef, grid = landmark_fit(rt, pts, dl), grid_fit(dl)  # the shipped constants: all pairs
+    m["fit_on_all_pairs_in_sample"] = summary(ious(landmark_apply(coef, grid, rt, pts, sizes), dl))
+    report["spec"] = {"BOX_SEED_COEF": [[round(float(v), 5) for v in row] for row in coef],
+                      "BOX_DLIB_GRID_X": list(grid[0]), "BOX_DLIB_GRID_Y": list(grid[1])}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "models"}, indent=1))
     for label, m in report["models"].items():
-        print(label, "held-out before", m["held_out_before"], "after", m["held_out_after"])
-        print("   unaugmented before", m["unaugmented_before"], "after", m["unaugmented_after"])
+        print(f"{label}: held-out {m['held_out']}")
         for s, v in m["per_source_held_out"].items():
-            print("   ", s, "before", v["before"], "after", v["after"], "| leave-source-out", m["leave_one_source_out_after"][s])
+            print("   ", s, v, "| leave-source-out", m.get("leave_one_source_out", {}).get(s, ""))
     return report
 
 

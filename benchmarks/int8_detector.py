@@ -108,7 +108,7 @@ def main() -> int:
             x, scale = detector_input(frames[i:i + 8])
             for k in nets:
                 loc, sc = det(k, x)
-                boxes[k] += faces_per_frame(loc, sc, x.shape[2], x.shape[3], scale)
+                boxes[k] += faces_per_frame(loc, sc, x.shape[2], x.shape[3], scale, box=spec.BOX_RETINAFACE)
         row = {}
         for k in list(nets)[1:]:
             ious = []

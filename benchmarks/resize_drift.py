@@ -57,7 +57,8 @@ def corpus(d: Path):
         for _, frames in iter_frames(v["path"], parse_policy("every:1"), probe(v["path"]), DecodeStats(), 8):
             for f in frames:
                 x, scale = detector_input([f])
-                c = choose_faces(*rt.detect(x), x.shape[2], x.shape[3], scale)[0]
+                loc, sc, lm = rt.detect(x)
+                c = choose_faces(loc, sc, x.shape[2], x.shape[3], scale, landmarks=lm)[0]
                 if c is not None:
                     t, b, l, r = crop_box(c.box, *f.shape[:2])
                     crops.append(f[t:b, l:r])

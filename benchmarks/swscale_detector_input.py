@@ -84,8 +84,8 @@ def measure(path: str, rt, mode: str, max_frames: int) -> dict:
                 small = pil_small(full, w, h) if k == "pil" else sws_small(fr, w, h, k)
                 times[k].append(time.perf_counter() - t)
                 x = np.ascontiguousarray(small[None].transpose(0, 3, 1, 2)).astype(np.float32)
-                loc, sc = rt.detect(x)
-                faces = faces_per_frame(loc, sc, h, w, scale, mode=mode)[0]
+                loc, sc, lm = rt.detect(x)
+                faces = faces_per_frame(loc, sc, h, w, scale, mode=mode, landmarks=lm)[0]
                 boxes[k].append([f.box for f in faces])
                 if faces:
                     crops = crop_faces([full] * len(faces), [f.box for f in faces])

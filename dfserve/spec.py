@@ -54,18 +54,37 @@ DETECTOR_MIN_FACE = 20  # pixels at full resolution; smaller boxes are ignored
 # Face box conventions. The seed cropped faces with dlib's HOG detector (face_recognition.face_locations:
 # upsample 1, trimmed to the image); RetinaFace's boxes are taller (forehead and chin) and sit higher, so
 # the classifier, trained on dlib framing, would see squashed faces. `seed` (the default) maps each
-# RetinaFace box (centre cx, cy, size w, h) to the box dlib would draw:
-#     cx' = cx + BOX_SEED_CENTER_SHIFT[0] * w     cy' = cy + BOX_SEED_CENTER_SHIFT[1] * h
-#     w'  = BOX_SEED_SIZE_RATIO[0] * w            h'  = BOX_SEED_SIZE_RATIO[1] * h
-# then trims it to the frame as face_recognition does. Fitted by least squares on real faces with
-# augmentation (benchmarks/fit_box_mapping.py; figures in benchmarks/results/box_mapping.json and the
-# README). `retinaface` keeps the detector's raw boxes.
+# RetinaFace face (box and five landmarks: eyes, nose, mouth corners) to the box dlib would draw
+# (dfserve/pipeline/box_convention.py):
+#   1. the face's scale S = |eye-to-eye, eye-mid-to-mouth-mid| and reference point (rx, ry) = the middle
+#      of the eye and mouth midpoints; features f = BOX_SEED_FEATURES (the box and landmarks relative to
+#      (rx, ry), divided by S); a linear model gives dlib's box centre and side:
+#      cx = rx + S * (BOX_SEED_COEF[0] . f),  cy = ry + S * (BOX_SEED_COEF[1] . f),  side = S * (BOX_SEED_COEF[2] . f)
+#   2. dlib's boxes are squares from a discrete set on a grid (80x80 HOG window, 8-pixel cells, image
+#      pyramid 5/6 per level, upsampled twice): side BOX_DLIB_SIDE0 * BOX_DLIB_LEVEL_RATIO**l for a level l,
+#      left / top on multiples of the cell (side / BOX_DLIB_CELLS) plus the offsets BOX_DLIB_GRID_X / _Y
+#      (alpha, beta: left = (k + alpha) * cell + beta). The predicted box is snapped to the nearest level and
+#      grid position (faces smaller than dlib's smallest box keep the predicted square);
+#   3. trimmed to the frame as face_recognition trims.
+# Fitted by least squares on real faces with augmentation (benchmarks/fit_box_mapping.py; figures in
+# benchmarks/results/box_mapping.json and docs/contract.md). `retinaface` keeps the detector's raw boxes.
 BOX_SEED = "seed"
 BOX_RETINAFACE = "retinaface"
 BOX_CONVENTIONS = (BOX_SEED, BOX_RETINAFACE)
 DEFAULT_BOX = BOX_SEED
-BOX_SEED_CENTER_SHIFT = (-0.0083, 0.0664)
-BOX_SEED_SIZE_RATIO = (1.0318, 0.7827)
+BOX_SEED_FEATURES = ("1", "(cx-rx)/S", "(cy-ry)/S", "w/S", "h/S", "iod/S", "(nose_x-rx)/S", "(nose_y-ry)/S",
+                     "(eyes_x-mouth_x)/S", "(eyes_y-mouth_y)/S", "(reye_y-leye_y)/S")
+BOX_SEED_COEF = (  # rows: centre x, centre y, side
+    (-0.04264, 0.1516, 0.05229, -0.05744, 0.07103, 0.00793, 0.18696, 0.02867, -0.0239, 0.05051, -0.01997),
+    (0.19192, 0.00345, 0.37783, -0.14278, -0.00302, 0.28099, 0.05622, 0.39837, 0.03369, 0.21247, -0.08628),
+    (0.4984, -0.02499, 0.05032, 0.40851, 0.13102, -0.24198, -0.10951, -0.20275, 0.04751, -0.62076, -0.08451),
+)
+BOX_DLIB_SIDE0 = 36.0  # dlib's smallest box at upsample 1 (pixels)
+BOX_DLIB_LEVEL_RATIO = 1.2  # pyramid_down<6>: each level 6/5 larger
+BOX_DLIB_LEVELS = 40
+BOX_DLIB_CELLS = 9  # a box side is 9 HOG cells
+BOX_DLIB_GRID_X = (0.82, -2.1)
+BOX_DLIB_GRID_Y = (0.8, -1.4)
 
 # Face detectors: RetinaFace (the engine's, batched, any runtime/device) or the seed's own dlib HOG
 # detector (`--detector dlib`: CPU only, one frame at a time, the first face in dlib's order; for
@@ -243,6 +262,7 @@ FACE_CROP = ModelSpec(
         TensorSpec(T.LOC, "float32", (-1, 4)),
         TensorSpec(T.SCORES, "float32", (-1,)),
         TensorSpec(T.SCALE, "float32", (1,)),
+        TensorSpec(T.LANDMARKS, "float32", (-1, 10)),  # the seed box convention predicts dlib's box from them
     ),
     outputs=(
         TensorSpec(T.FACES, "float32", (3, FACE_SIZE, FACE_SIZE)),
@@ -269,9 +289,11 @@ DEEPFAKE_FRAMES = ModelSpec(
     max_batch_size=64,
     steps=(
         EnsembleStep("face_prep", ((T.FRAMES, T.FRAMES),), ((T.IMAGES, "det_images"), (T.SCALE, "det_scale"))),
-        EnsembleStep("face_detector", ((T.IMAGES, "det_images"),), ((T.LOC, "det_loc"), (T.SCORES, "det_scores"))),
+        EnsembleStep("face_detector", ((T.IMAGES, "det_images"),),
+                     ((T.LOC, "det_loc"), (T.SCORES, "det_scores"), (T.LANDMARKS, "det_landmarks"))),
         EnsembleStep("face_crop",
-                     ((T.FRAMES, T.FRAMES), (T.LOC, "det_loc"), (T.SCORES, "det_scores"), (T.SCALE, "det_scale")),
+                     ((T.FRAMES, T.FRAMES), (T.LOC, "det_loc"), (T.SCORES, "det_scores"), (T.SCALE, "det_scale"),
+                      (T.LANDMARKS, "det_landmarks")),
                      ((T.FACES, T.FACES), (T.BOXES, T.BOXES), (T.HAS_FACE, T.HAS_FACE))),
         EnsembleStep("frame_classifier", ((T.FACES, T.FACES),), ((T.LOGITS, T.LOGITS),)),
     ),

@@ -94,10 +94,10 @@ def test_torch_locate_matches_the_host_detection_path(seed_model):
     # thresholding + box decoding on the device, NMS on the host; compared with the full outputs through
     # the CPU path's post-processing
     x, scale = rt.frames_to_detector(t, 320)
-    loc, scores = rt.detect_tensor(x)  # the full outputs through the CPU path's post-processing
+    loc, scores, lm = rt.detect_tensor(x)  # the full outputs through the CPU path's post-processing
     for mode in ("largest", "all"):
         got = rt.locate(t, max_side=320, mode=mode)
-        want = faces_per_frame(loc.numpy(), scores.numpy(), x.shape[2], x.shape[3], scale, mode=mode)
+        want = faces_per_frame(loc.numpy(), scores.numpy(), x.shape[2], x.shape[3], scale, mode=mode, landmarks=lm.numpy())
         assert [len(g) for g in got] == [len(w) for w in want] and len(want[2]) == 0
         assert min(len(w) for w in want[:2]) == 1
         for gs, ws in zip(got, want):

@@ -96,8 +96,9 @@ def test_tracks_are_found_stable_and_each_verdict_is_that_persons_own(runtime, m
     crops = {k: [] for k in range(len(people))}
     for idx, fr in iter_frames(v["path"], parse_policy("all"), info, DecodeStats(), 16):
         x, scale = detector_input(fr, opts.detect_max_side)
-        loc, scores = runtime.detect(x)
-        for i, f, dets in zip(idx, fr, faces_per_frame(loc, scores, x.shape[2], x.shape[3], scale, mode="all")):
+        loc, scores, lm = runtime.detect(x)
+        for i, f, dets in zip(idx, fr, faces_per_frame(loc, scores, x.shape[2], x.shape[3], scale, mode="all",
+                                                        landmarks=lm)):
             for k, p in enumerate(people):
                 if p["boxes"][i] is None or not dets:
                     continue

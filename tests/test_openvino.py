@@ -49,8 +49,9 @@ def test_fp32_detector_matches_onnxruntime_at_two_sizes(ort_runtime, ov_runtime)
     img = astronaut_bgr()
     for frames in ([img, img[:, ::-1].copy()], [np.ascontiguousarray(np.pad(img, ((0, 0), (64, 64), (0, 0))))]):
         x, _ = detector_input(frames, 640)
-        (l0, s0), (l1, s1) = ort_runtime.detect(x), ov_runtime.detect(x)
-        assert l1.shape == l0.shape and s1.shape == s0.shape
+        (l0, s0, m0), (l1, s1, m1) = ort_runtime.detect(x), ov_runtime.detect(x)
+        assert l1.shape == l0.shape and s1.shape == s0.shape and m1.shape == m0.shape
+        assert np.abs(m1 - m0).max() < 1e-3
         assert np.abs(s1 - s0).max() < 1e-4 and np.abs(l1 - l0).max() < 1e-3
 
 

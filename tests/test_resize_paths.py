@@ -53,8 +53,9 @@ def test_every_cpu_path_gives_the_classifier_the_same_bytes(video, videos, switc
     for frames in _runs(path):
         sizes.add(frames[0].shape)
         x, scale = detector_input(frames)
-        loc, scores = ort_runtime.detect(x)
-        boxes = [c.box if c is not None else None for c in choose_faces(loc, scores, x.shape[2], x.shape[3], scale)]
+        loc, scores, lm = ort_runtime.detect(x)
+        boxes = [c.box if c is not None else None
+                 for c in choose_faces(loc, scores, x.shape[2], x.shape[3], scale, landmarks=lm)]
         n_faces += sum(b is not None for b in boxes)
         want = classifier_input(np.stack(embedded.crop(frames, boxes)))  # what faces_to_logits classifies
         batch = torch.from_numpy(np.stack(frames))

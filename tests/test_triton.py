@@ -274,7 +274,8 @@ def test_bad_tensors_are_refused_by_the_python_models(server):
         with pytest.raises(ServerError, match="face_crop"):
             c._infer(spec_models.FACE_CROP, {"frames": frames, "loc": np.zeros((1, 5, 4), np.float32),
                                              "scores": np.zeros((1, 5), np.float32),
-                                             "scale": np.ones((1, 1), np.float32)})
+                                             "scale": np.ones((1, 1), np.float32),
+                                             "landmarks": np.zeros((1, 5, 10), np.float32)})
         assert c.is_ready()
 
 

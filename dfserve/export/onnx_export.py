@@ -206,7 +206,7 @@ def validate_detector(path: Path) -> dict:
 
         x = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR)).astype(np.float32)
         x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
-        loc, scores, _ = sess.run(None, {spec.T.IMAGES: x})
+        loc, scores, lm = sess.run(None, {spec.T.IMAGES: x})
         with torch.no_grad():
             tloc, tscores, _ = (t.numpy() for t in det(torch.from_numpy(x)))
         sloc, sconf, _ = shipped.run(None, {"input": x - np.asarray(spec.DETECTOR_MEAN_BGR, np.float32).reshape(1, 3, 1, 1)})
@@ -214,7 +214,7 @@ def validate_detector(path: Path) -> dict:
         errs["loc"] = max(errs["loc"], float(np.abs(loc - tloc).max()))
         errs["shipped_scores"] = max(errs["shipped_scores"], float(np.abs(scores - sconf[..., 1]).max()))
         errs["shipped_loc"] = max(errs["shipped_loc"], float(np.abs(loc - sloc).max()))
-        faces = detections(loc, scores, h, w)[0]
+        faces = detections(loc, scores, h, w, landmarks=lm)[0]
         if not faces:
             raise ExportValidationError(f"{path}: found no face in skimage.data.astronaut() at {w}x{h}")
     if errs["scores"] > spec.TOL_DETECTOR_SCORES or errs["shipped_scores"] > spec.TOL_DETECTOR_SCORES \

@@ -209,7 +209,7 @@ def build_engines(models_dir: str | Path, fp16: bool = False, int8: bool = False
         raise ExportValidationError(f"TensorRT classifier differs from onnxruntime by {err:.3g} (tolerance {tol})")
     img = np.ascontiguousarray(astronaut_bgr().astype(np.float32).transpose(2, 0, 1)[None])
     d = run_engine(models_dir / spec.DETECTOR_ONNX.replace(".onnx", ".plan"), {spec.T.IMAGES: img})
-    loc, scores = ort.detect(img)
+    loc, scores, _ = ort.detect(img)
     derr = float(np.abs(d[spec.T.SCORES] - scores).max())
     report["face_detector"]["max_abs_score_error_vs_onnxruntime"] = derr
     if derr > (5e-2 if fp16 else 1e-3):

@@ -3,8 +3,9 @@
 Written against the operations numpy arrays and torch tensors share (arithmetic, indexing,
 `exp` through the array's own namespace), so the CPU path (numpy) and the GPU path (torch on
 CUDA) decode boxes identically. Coordinates are x1, y1, x2, y2 in the detector input's pixels.
-After NMS, the kept boxes are put in the requested box convention (`box_convention`: the seed's dlib
-framing by default) and scaled to frame pixels: what the crops, the tracker and the timeline use.
+After NMS, the kept boxes are scaled to frame pixels and put in the requested box convention
+(`box_convention`: the seed's dlib framing by default, predicted from the box and the five landmarks the
+detector decodes beside it): what the crops, the tracker and the timeline use.
 """
 from __future__ import annotations
 
@@ -57,6 +58,17 @@ def decode_boxes(loc, priors, height: int, width: int):
     return np.concatenate([x1y1 * scale, (x1y1 + wh) * scale], -1)
 
 
+def decode_landmarks(lm, priors, height: int, width: int):
+    """lm [N, 10] offsets -> landmarks [N, 10] as x, y pixels of the five points (left eye, right eye, nose,
+    left and right mouth corners). numpy or torch, the same operations in the same order."""
+    vc = spec.DETECTOR_VARIANCE[0]
+    n = lm.shape[0]
+    pri = priors.reshape(n, 1, 4)
+    pts = pri[..., :2] + lm.reshape(n, 5, 2) * vc * pri[..., 2:]
+    scale = lm.new_tensor([width, height]) if hasattr(lm, "new_tensor") else np.asarray([width, height], dtype=lm.dtype)
+    return (pts * scale).reshape(n, 10)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = spec.DETECTOR_NMS_IOU) -> np.ndarray:
     """Greedy non-maximum suppression; returns kept indices in descending score order."""
     order = np.argsort(-scores, kind="stable")
@@ -87,8 +99,9 @@ class Detection:
 
 def detections(loc: np.ndarray, scores: np.ndarray, height: int, width: int,
                threshold: float = spec.DETECTOR_SCORE_THRESHOLD, iou: float = spec.DETECTOR_NMS_IOU,
-               scale: float = 1.0, box: str = spec.DEFAULT_BOX) -> List[List[Detection]]:
-    """Batch of raw detector outputs -> per-image lists of faces (boxes scaled by 1/scale, in convention `box`)."""
+               scale: float = 1.0, box: str = spec.DEFAULT_BOX, landmarks=None) -> List[List[Detection]]:
+    """Batch of raw detector outputs (loc [B,A,4], scores [B,A], landmarks [B,A,10]: the seed convention needs
+    them) -> per-image lists of faces (boxes scaled by 1/scale, in convention `box`)."""
     pri = anchors(height, width)
     out = []
     for b in range(loc.shape[0]):
@@ -98,7 +111,10 @@ def detections(loc: np.ndarray, scores: np.ndarray, height: int, width: int,
             continue
         boxes = decode_boxes(loc[b, sel], pri[sel], height, width)
         keep = nms(boxes, scores[b, sel], iou)
-        kept = in_convention(boxes[keep] / scale, box, frame_hw=(height / scale, width / scale))
+        pts = None
+        if landmarks is not None:
+            pts = decode_landmarks(landmarks[b, sel[keep]], pri[sel[keep]], height, width) / scale
+        kept = in_convention(boxes[keep] / scale, box, frame_hw=(height / scale, width / scale), landmarks=pts)
         out.append([Detection(kb, float(scores[b, sel[k]])) for kb, k in zip(kept, keep)])
     return out
 

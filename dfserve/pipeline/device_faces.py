@@ -11,7 +11,7 @@ path's `detection.detections` + `choose_face` / `all_faces` give on the same det
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from .. import spec
 
@@ -70,36 +70,20 @@ def batched_nms(boxes, scores, groups, iou: float = spec.DETECTOR_NMS_IOU, use_t
     return order[keep]
 
 
-def to_seed_boxes(boxes, frame_hw: Optional[Tuple[float, float]] = None):
-    """`box_convention.to_seed_boxes` on a tensor: the same operations in the same order (float32)."""
-    import torch
-
-    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    (sx, sy), (rw, rh) = spec.BOX_SEED_CENTER_SHIFT, spec.BOX_SEED_SIZE_RATIO
-    cx = (boxes[:, 0] + boxes[:, 2]) / 2 + sx * w
-    cy = (boxes[:, 1] + boxes[:, 3]) / 2 + sy * h
-    nw, nh = rw * w, rh * h
-    out = torch.stack([cx - nw / 2, cy - nh / 2, cx + nw / 2, cy + nh / 2], -1).to(boxes.dtype)
-    if frame_hw is not None:
-        out[:, 0:2] = out[:, 0:2].clamp(min=0)
-        out[:, 2] = out[:, 2].clamp(max=float(frame_hw[1]))
-        out[:, 3] = out[:, 3].clamp(max=float(frame_hw[0]))
-    return out
-
-
 def locate(loc, scores, priors, height: int, width: int, scale: float,
            threshold: float = spec.DETECTOR_SCORE_THRESHOLD, iou: float = spec.DETECTOR_NMS_IOU,
            box: str = spec.DEFAULT_BOX, min_face: float = spec.DETECTOR_MIN_FACE, mode: str = "largest",
-           limit: int = spec.MAX_FACES_PER_FRAME, use_torchvision: Optional[bool] = None):
-    """Detector outputs of one batch (detector input height x width, frames `scale` times that) -> faces.
+           limit: int = spec.MAX_FACES_PER_FRAME, use_torchvision: Optional[bool] = None, landmarks=None):
+    """Detector outputs of one batch (detector input height x width, frames `scale` times that; `landmarks`
+    [B,A,10], which the seed convention needs) -> faces.
 
     Returns rows [M,6] on the device: (image, score, x1, y1, x2, y2) in frame pixels and convention `box`,
     ordered by image, then largest first (ties: higher score); `largest` keeps one row per image with a
     face, `all` at most `limit`. Everything stays on the device."""
     import torch
 
-    from .box_convention import check_box_convention
-    from .detection import decode_boxes
+    from .box_convention import check_box_convention, in_convention
+    from .detection import decode_boxes, decode_landmarks
 
     check_box_convention(box)
     nz = torch.nonzero(scores > threshold)
@@ -108,8 +92,10 @@ def locate(loc, scores, priors, height: int, width: int, scale: float,
     boxes = decode_boxes(loc[img, a], priors[a], height, width)
     keep = batched_nms(boxes, sc, img, iou, use_torchvision)
     img, sc, boxes = img[keep], sc[keep], boxes[keep] / scale
-    if box == spec.BOX_SEED:
-        boxes = to_seed_boxes(boxes, (height / scale, width / scale))
+    pts = None
+    if landmarks is not None:
+        pts = decode_landmarks(landmarks[img, a[keep]].float(), priors[a[keep]], height, width) / scale
+    boxes = in_convention(boxes, box, (height / scale, width / scale), pts)
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     ok = torch.minimum(w, h) >= min_face
     img, sc, boxes = img[ok], sc[ok], boxes[ok]
@@ -160,9 +146,9 @@ def priors_on(device, height: int, width: int):
 
 def faces_of_chunk(frames, loc, scores, max_side: int = spec.DETECTOR_MAX_SIDE,
                    threshold: float = spec.DETECTOR_SCORE_THRESHOLD, box: str = spec.DEFAULT_BOX,
-                   margin: float = 0.0):
+                   margin: float = 0.0, landmarks=None):
     """Triton's face_crop on tensors (the gpu flavor): frames uint8 [B,H,W,3] and the detector's outputs for
-    them, on one device -> (faces float32 [B,3,112,112] on the device, boxes float32 [B,4] numpy, has_face
+    them (loc, scores, landmarks), on one device -> (faces float32 [B,3,112,112] on the device, boxes float32 [B,4] numpy, has_face
     [B] numpy). The detect stage of `locate` (no per-frame loop, one host copy of the chosen boxes) and the
     exact crop of `runtimes.torch_rt.crop_resize`: what `faces.faces_for_classifier` gives on the host."""
     import numpy as np
@@ -175,10 +161,14 @@ def faces_of_chunk(frames, loc, scores, max_side: int = spec.DETECTOR_MAX_SIDE,
     if not (loc.shape[0] == scores.shape[0] == n):
         raise ValueError(f"{n} frames but detections for {loc.shape[0]} / {scores.shape[0]}")
     loc, scores = loc.float(), scores.float()
+    if landmarks is not None:
+        landmarks = landmarks.float()
+        if landmarks.shape[0] != n or not torch.isfinite(landmarks).all():
+            raise ValueError(f"{n} frames but landmarks {tuple(landmarks.shape)}, or NaN / infinity in them")
     if not (torch.isfinite(loc).all() and torch.isfinite(scores).all()):
         raise ValueError("detector outputs contain NaN or infinity")
     h, w, scale = detector_size(frames.shape[1], frames.shape[2], max_side)
-    rows = locate(loc, scores, priors_on(loc.device, h, w), h, w, scale, threshold, box=box)
+    rows = locate(loc, scores, priors_on(loc.device, h, w), h, w, scale, threshold, box=box, landmarks=landmarks)
     chosen = to_detections(rows, n)
     boxes_l = [c[0].box if c else None for c in chosen]
     faces = crop_resize(frames, boxes_l, margin)

@@ -129,9 +129,9 @@ class Scorer:
         """The faces scored in each frame of one same-size run: lists of Detection (one at most with
         --faces largest)."""
         x, scale = prep if prep is not None else detector_input(frames, self.opt.detect_max_side)
-        loc, scores = self.rt.detect(x.astype(np.float32, copy=False))
+        loc, scores, lm = self.rt.detect(x.astype(np.float32, copy=False))
         return faces_per_frame(loc, scores, x.shape[2], x.shape[3], scale, self.opt.detect_threshold,
-                               self.opt.faces, self.opt.min_face, self.opt.box)
+                               self.opt.faces, self.opt.min_face, self.opt.box, lm)
 
     def crop(self, frames, boxes) -> list:
         return list(crop_faces(frames, boxes, self.opt.margin))

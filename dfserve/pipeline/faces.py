@@ -44,17 +44,20 @@ def detector_input(frames: Sequence[np.ndarray], max_side: int = spec.DETECTOR_M
 
 
 def choose_faces(loc: np.ndarray, scores: np.ndarray, height: int, width: int, scale: float,
-                 threshold: float = spec.DETECTOR_SCORE_THRESHOLD, box: str = spec.DEFAULT_BOX) -> List[Optional[Detection]]:
+                 threshold: float = spec.DETECTOR_SCORE_THRESHOLD, box: str = spec.DEFAULT_BOX,
+                 landmarks: Optional[np.ndarray] = None) -> List[Optional[Detection]]:
     """Raw detector outputs for a batch (input size height x width) -> the chosen face of each image."""
-    return [choose_face(f) for f in detections(loc, scores, height, width, threshold=threshold, scale=scale, box=box)]
+    return [choose_face(f) for f in detections(loc, scores, height, width, threshold=threshold, scale=scale, box=box,
+                                               landmarks=landmarks)]
 
 
 def faces_per_frame(loc: np.ndarray, scores: np.ndarray, height: int, width: int, scale: float,
                     threshold: float = spec.DETECTOR_SCORE_THRESHOLD, mode: str = "largest",
-                    min_face: float = spec.DETECTOR_MIN_FACE, box: str = spec.DEFAULT_BOX) -> List[List[Detection]]:
+                    min_face: float = spec.DETECTOR_MIN_FACE, box: str = spec.DEFAULT_BOX,
+                    landmarks: Optional[np.ndarray] = None) -> List[List[Detection]]:
     """Raw detector outputs -> the faces scored in each image: the largest one (`largest`) or all (`all`),
-    boxes in convention `box` (the seed's dlib framing by default)."""
-    dets = detections(loc, scores, height, width, threshold=threshold, scale=scale, box=box)
+    boxes in convention `box` (the seed's dlib framing by default: it needs the detector's `landmarks`)."""
+    dets = detections(loc, scores, height, width, threshold=threshold, scale=scale, box=box, landmarks=landmarks)
     if mode == "all":
         return [all_faces(f, min_face) for f in dets]
     return [[c] if (c := choose_face(f, min_face)) is not None else [] for f in dets]
@@ -62,10 +65,10 @@ def faces_per_frame(loc: np.ndarray, scores: np.ndarray, height: int, width: int
 
 def locate_faces(detect_fn, frames: Sequence[np.ndarray], max_side: int = spec.DETECTOR_MAX_SIDE,
                  threshold: float = spec.DETECTOR_SCORE_THRESHOLD, box: str = spec.DEFAULT_BOX) -> List[Optional[Detection]]:
-    """Run `detect_fn(images) -> (loc, scores)` on frames of one size; one chosen face (or None) each."""
+    """Run `detect_fn(images) -> (loc, scores, landmarks)` on frames of one size; one chosen face (or None) each."""
     x, scale = detector_input(frames, max_side)
-    loc, scores = detect_fn(x)
-    return choose_faces(loc, scores, x.shape[2], x.shape[3], scale, threshold, box)
+    loc, scores, lm = detect_fn(x)
+    return choose_faces(loc, scores, x.shape[2], x.shape[3], scale, threshold, box, lm)
 
 
 def crop_box(box: np.ndarray, height: int, width: int, margin: float = 0.0) -> Tuple[int, int, int, int]:

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # frames uint8 [B,H,W,3] (one size) -> (boxes float32 [B,4], has_face bool [B], logits float32 [B,2])
 FramesFn = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]
 # images float32 [B,3,h,w] -> (loc [B,A,4], scores [B,A]);  faces float32 [N,3,112,112] -> logits [N,2]
-DetectFn = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
+DetectFn = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]  # images -> loc, scores, landmarks
 ClassifyFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -74,9 +74,9 @@ def detect_classify_stage(detect_fn: DetectFn, classify_fn: ClassifyFn, opts: Sc
     def stage(indices, frames):
         frames = list(frames)
         x, scale = detector_input(frames, opts.detect_max_side)
-        loc, scores = detect_fn(x)
+        loc, scores, lm = detect_fn(x)
         faces = faces_per_frame(loc, scores, x.shape[2], x.shape[3], scale, opts.detect_threshold, opts.faces,
-                                opts.min_face, opts.box)
+                                opts.min_face, opts.box, lm)
         recs, todo = records_from_faces(indices, faces, opts.no_face, tracker)
         if todo:
             crops = crop_faces([frames[k] for _, k in todo], [r.box for r, _ in todo], opts.margin)

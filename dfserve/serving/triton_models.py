@@ -260,17 +260,18 @@ class FaceCrop(_Model):
             from ..pipeline.device_faces import faces_of_chunk
 
             faces, boxes, has = faces_of_chunk(frames, x[T.LOC], x[T.SCORES], self.max_side, self.threshold, self.box,
-                                               self.margin)
+                                               self.margin, x[T.LANDMARKS])
             return {T.FACES: faces, T.BOXES: boxes, T.HAS_FACE: has.reshape(-1, 1)}
         from ..pipeline.faces import choose_faces, detector_size, faces_for_classifier
 
-        if not (len(x[T.LOC]) == len(x[T.SCORES]) == len(frames)):
-            raise ValueError(f"{len(frames)} frames but detections for {len(x[T.LOC])} / {len(x[T.SCORES])}")
+        if not (len(x[T.LOC]) == len(x[T.SCORES]) == len(x[T.LANDMARKS]) == len(frames)):
+            raise ValueError(f"{len(frames)} frames but detections for {len(x[T.LOC])} / {len(x[T.SCORES])} / "
+                             f"{len(x[T.LANDMARKS])}")
         h, w, scale = detector_size(frames.shape[1], frames.shape[2], self.max_side)
-        loc, scores = x[T.LOC], x[T.SCORES]
-        if not (np.isfinite(loc).all() and np.isfinite(scores).all()):
+        loc, scores, lm = x[T.LOC], x[T.SCORES], x[T.LANDMARKS]
+        if not (np.isfinite(loc).all() and np.isfinite(scores).all() and np.isfinite(lm).all()):
             raise ValueError("detector outputs contain NaN or infinity")
-        chosen = choose_faces(loc, scores, h, w, scale, self.threshold, self.box)
+        chosen = choose_faces(loc, scores, h, w, scale, self.threshold, self.box, lm)
         faces, boxes, has = faces_for_classifier(list(frames), chosen, self.margin)
         return {T.FACES: faces, T.BOXES: boxes, T.HAS_FACE: has.reshape(-1, 1)}
 
@@ -426,8 +427,8 @@ class DeepfakeVideo(_Model):
             return r[T.BOXES], r[T.HAS_FACE].reshape(-1), r[T.LOGITS]
 
         def detect(images):
-            r = bls_call(pb, spec.FACE_DETECTOR.name, {T.IMAGES: images}, [T.LOC, T.SCORES])
-            return r[T.LOC], r[T.SCORES]
+            r = bls_call(pb, spec.FACE_DETECTOR.name, {T.IMAGES: images}, [T.LOC, T.SCORES, T.LANDMARKS])
+            return r[T.LOC], r[T.SCORES], r[T.LANDMARKS]
 
         def classify(faces):
             mb = spec.FRAME_CLASSIFIER.max_batch_size

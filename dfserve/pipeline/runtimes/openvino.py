@@ -107,6 +107,7 @@ class OpenVinoRuntime:
         self._cout = self._cls.output(spec.FRAME_CLASSIFIER.outputs[0].name)
         self._dloc = self._det.output(spec.FACE_DETECTOR.outputs[0].name)
         self._dscore = self._det.output(spec.FACE_DETECTOR.outputs[1].name)
+        self._dlm = self._det.output(spec.FACE_DETECTOR.outputs[2].name)
 
     def classify(self, faces: np.ndarray) -> np.ndarray:
         if faces.shape[0] == 0:
@@ -122,4 +123,5 @@ class OpenVinoRuntime:
     def detect(self, images: np.ndarray):
         res = self._det_req.infer([np.ascontiguousarray(images, dtype=np.float32)])
         return (np.array(res[self._dloc], dtype=np.float32, copy=True),
-                np.array(res[self._dscore], dtype=np.float32, copy=True))
+                np.array(res[self._dscore], dtype=np.float32, copy=True),
+                np.array(res[self._dlm], dtype=np.float32, copy=True))

@@ -35,7 +35,7 @@ class Runtime(Protocol):
 
     def classify(self, faces) -> np.ndarray: ...
 
-    def detect(self, images) -> Tuple[np.ndarray, np.ndarray]: ...
+    def detect(self, images) -> Tuple[np.ndarray, np.ndarray, np.ndarray]: ...  # loc, scores, landmarks
 
 
 def default_threads() -> int:
@@ -134,7 +134,7 @@ class OnnxRuntime:
         self.classifier_batch = classifier_batch
         self._cin = spec.FRAME_CLASSIFIER.inputs[0].name
         self._din = spec.FACE_DETECTOR.inputs[0].name
-        self._dout = [spec.FACE_DETECTOR.outputs[0].name, spec.FACE_DETECTOR.outputs[1].name]
+        self._dout = [o.name for o in spec.FACE_DETECTOR.outputs]  # loc, scores, landmarks
 
     def classify(self, faces: np.ndarray) -> np.ndarray:
         if faces.shape[0] == 0:
@@ -144,8 +144,8 @@ class OnnxRuntime:
         return np.concatenate(outs)
 
     def detect(self, images: np.ndarray):
-        loc, scores = self._det.run(self._dout, {self._din: images})
-        return loc, scores
+        loc, scores, lm = self._det.run(self._dout, {self._din: images})
+        return loc, scores, lm
 
     def release(self) -> None:
         """Give the memory onnxruntime's arenas keep after the largest batch back (servers call it when idle)."""

@@ -141,9 +141,9 @@ class TorchRuntime:
     def classify(self, faces: np.ndarray) -> np.ndarray:
         return self.classify_tensor(self.torch.from_numpy(faces)).cpu().numpy()
 
-    def detect_tensor(self, images, landmarks: bool = False):
-        """images: [B,3,h,w] float BGR 0..255 on the device -> (loc [B,A,4], scores [B,A]) float32
-        (and landmarks [B,A,10] when asked)."""
+    def detect_tensor(self, images, landmarks: bool = True):
+        """images: [B,3,h,w] float BGR 0..255 on the device -> (loc [B,A,4], scores [B,A], landmarks [B,A,10])
+        float32 (the first two only with landmarks=False)."""
         torch = self.torch
         images = images.to(self.device, self.dtype)
         if self.cuda:
@@ -153,8 +153,8 @@ class TorchRuntime:
         return (loc.float(), scores.float(), lm.float()) if landmarks else (loc.float(), scores.float())
 
     def detect(self, images: np.ndarray):
-        loc, scores = self.detect_tensor(self.torch.from_numpy(images))
-        return loc.cpu().numpy(), scores.cpu().numpy()
+        loc, scores, lm = self.detect_tensor(self.torch.from_numpy(images))
+        return loc.cpu().numpy(), scores.cpu().numpy(), lm.cpu().numpy()
 
     # --------------------------------------------------------------------- device-side helpers
     def frames_to_detector(self, frames, max_side: int = spec.DETECTOR_MAX_SIDE):
@@ -173,7 +173,7 @@ class TorchRuntime:
         Thresholding, box decoding, NMS of the whole batch, the box convention and the face choice run on
         the device (`pipeline/device_faces.py`); only the chosen boxes come back to the host, in one copy."""
         x, scale = self.frames_to_detector(frames, max_side)
-        loc, scores = self.detect_tensor(x)
+        loc, scores, lm = self.detect_tensor(x)
         key = (x.shape[2], x.shape[3])
         pri = self._priors.get(key)
         if pri is None:
@@ -181,7 +181,7 @@ class TorchRuntime:
 
             pri = self._priors[key] = self.torch.tensor(anchors(*key), device=self.device)
         rows = device_faces.locate(loc, scores, pri, key[0], key[1], scale, threshold, box=box, min_face=min_face,
-                                   mode=mode)
+                                   mode=mode, landmarks=lm)
         return device_faces.to_detections(rows, x.shape[0])  # the chunk's one device-to-host copy of boxes
 
 
