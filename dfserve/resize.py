@@ -21,8 +21,9 @@ other and with Pillow 12 bit for bit (tests/test_resize.py, golden data from Pil
 numpy (`resize_uint8`): each pass is one batched BLAS product over bands of the weight matrix
 (blocks of output pixels and the input span they read, as strided views: no gather copies); the blocks'
 stride is chosen per size for the narrowest span.
-torch (`resize_crops_torch`): crops of different sizes cut from a batch of frames on any device,
-padded to the largest and resampled with per-crop dense weight matrices in two batched matmuls.
+torch (`resize_crops_torch`): crops of different sizes cut from a batch of frames on any device, each
+pass a few gathers (one per tap of the widest window, `tap_windows`) and int32 multiply-adds for the
+whole batch: Pillow's own integer arithmetic, so bit-exact on every device, with no dense weight matrix.
 """
 from __future__ import annotations
 
@@ -218,19 +219,40 @@ def resize_many(images, size: int = spec.FACE_SIZE) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # torch: any device, crops of different sizes in one batched resample.
 # ------------------------------------------------------------------------------------------------
-def _padded_weights(torch, sizes: np.ndarray, out_size: int, width: int, device):
-    """float64 [n, out_size, width] on `device`: each size's fixed-point weights / 2**22, zero past it.
-    Built once per distinct size from `fixed_point_weights` (the one definition), one copy to the device."""
+@functools.lru_cache(maxsize=4096)
+def tap_windows(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(start int64 [out], coef int32 [out, k]): output pixel i = (sum_t coef[i, t] * line[start[i] + t] + HALF)
+    >> PRECISION_BITS, with the non-zero weights of `fixed_point_weights` (the one definition) from each
+    output's first non-zero tap; zeros pad the shorter windows, and start + t may pass the input there."""
+    m = fixed_point_weights(in_size, out_size)
+    nz = m != 0
+    first = nz.argmax(1)
+    last = in_size - 1 - nz[:, ::-1].argmax(1)
+    k = int((last - first).max()) + 1
+    t = first[:, None] + np.arange(k)
+    coef = np.where(t <= last[:, None], m[np.arange(out_size)[:, None], np.minimum(t, in_size - 1)], 0)
+    return first.astype(np.int64), coef.astype(np.int32)  # < 2**23: the weights sum to 2**22
+
+
+def _batched_taps(torch, sizes: np.ndarray, out_size: int, device):
+    """(start long [n, out], coef int32 [n, out, k]) on `device` for crops of `sizes`: built per distinct size
+    on the host, one copy each to the device."""
     uniq, inv = np.unique(sizes, return_inverse=True)
-    mats = np.zeros((len(uniq), out_size, width), np.float64)
-    for k, s in enumerate(uniq):
-        mats[k, :, :s] = fixed_point_weights(int(s), out_size)
-    mats *= 1.0 / ONE
-    return torch.from_numpy(mats).to(device).index_select(0, torch.from_numpy(inv.astype(np.int64)).to(device))
+    tabs = [tap_windows(int(s), out_size) for s in uniq]
+    k = max(c.shape[1] for _, c in tabs)
+    start = np.stack([s for s, _ in tabs])[inv]
+    coef = np.zeros((len(uniq), out_size, k), np.int32)
+    for j, (_, c) in enumerate(tabs):
+        coef[j, :, :c.shape[1]] = c
+    return torch.from_numpy(start).to(device), torch.from_numpy(coef[inv]).to(device)
 
 
-def _round8(x):
-    return x.add_(0.5).floor_().clamp_(max=255.0)  # (acc + HALF) >> 22 on scaled weights, Pillow's clip
+def _round8(torch, acc):
+    """int32 sums -> uint8: (acc + HALF) >> PRECISION_BITS, clipped to 255 as Pillow does."""
+    return acc.add_(HALF).bitwise_right_shift_(spec.RESIZE_PRECISION_BITS).clamp_(max=255).to(torch.uint8)
+
+
+ACC_BYTES = 64 << 20  # crops per group: at most this much int32 accumulator (16 1080p frames -> 640 wide: 3 groups)
 
 
 def resize_crops_torch(frames, fidx, tblr: np.ndarray, size=spec.FACE_SIZE):
@@ -239,8 +261,10 @@ def resize_crops_torch(frames, fidx, tblr: np.ndarray, size=spec.FACE_SIZE):
     frames' device.
 
     frames: uint8 [N,H,W,C] tensor on any device; fidx: long tensor [n] (same device); tblr: int
-    numpy [n,4] inside the frames. One gather of the crops padded to the largest, then the two passes
-    as batched float64 matmuls with per-crop weight matrices (exact: see the module docstring)."""
+    numpy [n,4] inside the frames. Each pass gathers, per tap of the widest window, one pixel per output
+    straight from the frames (then from the 8-bit intermediate) and accumulates pixel * fixed-point weight
+    in int32 (exact: below 2**31), Pillow's integer arithmetic itself; the accumulators are bounded by
+    ACC_BYTES (crops in groups), so 16 1080p frames need ~0.2 GB instead of the dense weight matrices' GBs."""
     import torch
 
     tblr = np.asarray(tblr, np.int64).reshape(-1, 4)
@@ -257,18 +281,29 @@ def resize_crops_torch(frames, fidx, tblr: np.ndarray, size=spec.FACE_SIZE):
                            | (tblr[:, 1] > frames.shape[1]) | (tblr[:, 3] > frames.shape[2]))[0][0])
         raise ImageShapeError(f"resize_crops_torch: crop {k} (top, bottom, left, right) = {tuple(tblr[k])} "
                               f"is empty or outside the {frames.shape[1]}x{frames.shape[2]} frames")
-    hm, wm = int(hs.max()), int(ws.max())
-    if (tblr[:, 0] == 0).all() and (hs == frames.shape[1]).all() and (tblr[:, 2] == 0).all() \
-            and (ws == frames.shape[2]).all():
-        crops = frames.index_select(0, fidx)  # whole frames: no gather
-    else:
-        t = torch.from_numpy(tblr).to(dev)
-        rows = torch.clamp(t[:, :1] + torch.arange(hm, device=dev).view(1, -1), max=frames.shape[1] - 1)
-        cols = torch.clamp(t[:, 2:3] + torch.arange(wm, device=dev).view(1, -1), max=frames.shape[2] - 1)
-        crops = frames[fidx.view(-1, 1, 1), rows.view(-1, hm, 1), cols.view(-1, 1, wm)]  # [n,hm,wm,C]
-    x = crops.permute(0, 3, 1, 2).to(torch.float64)  # [n,C,hm,wm]; padding meets zero weights
-    wx = _padded_weights(torch, ws, ow, wm, dev).transpose(1, 2).unsqueeze(1)  # [n,1,wm,ow]
-    wy = _padded_weights(torch, hs, oh, hm, dev).unsqueeze(1)  # [n,1,oh,hm]
-    across = _round8(torch.matmul(x, wx))  # horizontal pass first: [n,C,hm,ow]
-    out = _round8(torch.matmul(wy, across))  # [n,C,oh,ow]
-    return out.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    hm = int(hs.max())
+    group = max(1, ACC_BYTES // (hm * ow * c * 4))
+    if n > group:  # bounded memory: the integer accumulators of a few crops at a time
+        return torch.cat([resize_crops_torch(frames, fidx[j:j + group], tblr[j:j + group], (oh, ow))
+                          for j in range(0, n, group)])
+    sx, cx = _batched_taps(torch, ws, ow, dev)  # [n, ow], [n, ow, kx]
+    sy, cy = _batched_taps(torch, hs, oh, dev)  # [n, oh], [n, oh, ky]
+    t = torch.from_numpy(tblr).to(dev)
+    # horizontal pass first, straight from the frames: rows top + y (y < hm: rows past a crop's height are
+    # computed but no vertical tap reads them), columns left + start + tap (clamped where the weight is 0)
+    rows = torch.clamp(t[:, :1] + torch.arange(hm, device=dev), max=frames.shape[1] - 1).view(n, hm, 1)
+    col0 = t[:, 2:3] + sx  # [n, ow]
+    f = fidx.view(n, 1, 1)
+    acc = torch.zeros(n, hm, ow, c, dtype=torch.int32, device=dev)
+    for k in range(cx.shape[2]):
+        cols = torch.clamp(col0 + k, max=frames.shape[2] - 1).view(n, 1, ow)
+        acc.add_(frames[f, rows, cols].to(torch.int32).mul_(cx[:, :, k].view(n, 1, ow, 1)))
+    mid = _round8(torch, acc)  # the 8-bit intermediate image [n, hm, ow, C]
+    del acc
+    # vertical pass: rows start + tap of each crop's intermediate image
+    acc = torch.zeros(n, oh, ow, c, dtype=torch.int32, device=dev)
+    b = torch.arange(n, device=dev).view(n, 1)
+    for k in range(cy.shape[2]):
+        r = torch.clamp(sy + k, max=hm - 1)  # [n, oh]
+        acc.add_(mid[b, r].to(torch.int32).mul_(cy[:, :, k].view(n, oh, 1, 1)))
+    return _round8(torch, acc)
