@@ -14,9 +14,9 @@ Pillow 4.x-12.x; see spec.RESIZE_*):
 
 Pillow 13 runs the vertical pass first when the height shrinks much more than the width, so the
 installed Pillow no longer gives the seed's pixels; nothing here calls Pillow. Both implementations
-do the integer arithmetic in float64, which holds it exactly (every product and partial sum is a
-multiple of 2**-22 below 2**9 once the weights are scaled by 2**-22), so they agree with each
-other and with Pillow 12 bit for bit (tests/test_resize.py, golden data from Pillow 12).
+do the integer arithmetic exactly (numpy in float64: every product and partial sum is a multiple of
+2**-22 below 2**9 once the weights are scaled by 2**-22; torch in int32: sums stay below 2**31), so they
+agree with each other and with Pillow 12 bit for bit (tests/test_resize.py, golden data from Pillow 12).
 
 numpy (`resize_uint8`): each pass is one batched BLAS product over bands of the weight matrix
 (blocks of output pixels and the input span they read, as strided views: no gather copies); the blocks'
