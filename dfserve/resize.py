@@ -14,14 +14,16 @@ Pillow 4.x-12.x; see spec.RESIZE_*):
 
 Pillow 13 runs the vertical pass first when the height shrinks much more than the width, so the
 installed Pillow no longer gives the seed's pixels; nothing here calls Pillow. Both implementations
-do the integer arithmetic in float64, which holds it exactly (every product and partial sum is a
-multiple of 2**-22 below 2**9 once the weights are scaled by 2**-22), so they agree with each
-other and with Pillow 12 bit for bit (tests/test_resize.py, golden data from Pillow 12).
+do the integer arithmetic exactly (numpy in float64: every product and partial sum is a multiple of
+2**-22 below 2**9 once the weights are scaled by 2**-22; torch in int32: sums stay below 2**31), so they
+agree with each other and with Pillow 12 bit for bit (tests/test_resize.py, golden data from Pillow 12).
 
 numpy (`resize_uint8`): each pass is one batched BLAS product over bands of the weight matrix
-(blocks of output pixels and the input span they read, as strided views: no gather copies).
-torch (`resize_crops_torch`): crops of different sizes cut from a batch of frames on any device,
-padded to the largest and resampled with per-crop dense weight matrices in two batched matmuls.
+(blocks of output pixels and the input span they read, as strided views: no gather copies); the blocks'
+stride is chosen per size for the narrowest span.
+torch (`resize_crops_torch`): crops of different sizes cut from a batch of frames on any device, each
+pass a few gathers (one per tap of the widest window, `tap_windows`) and int32 multiply-adds for the
+whole batch: Pillow's own integer arithmetic, so bit-exact on every device, with no dense weight matrix.
 """
 from __future__ import annotations
 
@@ -80,12 +82,15 @@ def fixed_point_weights(in_size: int, out_size: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Band:
-    """One pass of the numpy implementation for (in_size, out_size): output pixels in blocks of BAND,
-    block g reading input lines [g * step, g * step + span) (zero-padded to `padded` lines)."""
+    """One pass of the numpy implementation for (in_size, out_size): output pixels in blocks of BAND. The
+    pass's lines sit in a buffer of `padded` lines, `lead` zero lines before the input and zeros after it;
+    block g reads buffer lines [base + g * step, ... + span)."""
 
     step: int
     span: int
+    lead: int
     padded: int
+    base: int
     weights: np.ndarray  # float64 [blocks, BAND, span], fixed-point weights / 2**PRECISION_BITS
     clip: bool  # whether 255 can be exceeded (only for inputs far larger than any frame)
 
@@ -97,17 +102,27 @@ def _band(in_size: int, out_size: int) -> _Band:
     nz = m != 0
     first = nz.argmax(1)
     last = in_size - 1 - nz[:, ::-1].argmax(1)
-    lo = [int(first[g * BAND:(g + 1) * BAND].min()) for g in range(blocks)]
-    hi = [int(last[g * BAND:(g + 1) * BAND].max()) + 1 for g in range(blocks)]
-    step = min([lo[g] // g for g in range(1, blocks)], default=0)
-    span = max(hi[g] - g * step for g in range(blocks))
+    g = np.arange(blocks)
+    lo = np.array([first[k * BAND:(k + 1) * BAND].min() for k in g], np.int64)
+    hi = np.array([last[k * BAND:(k + 1) * BAND].max() + 1 for k in g], np.int64)
+    # block g reads input lines [off + g * step, ... + span), off possibly negative (zero lines in front): the
+    # integer step next to BAND * in/out that needs the narrowest span, i.e. the fewest multiplications by
+    # zero (a step fixed at block 1's start, as before, made the span up to 40 % wider on face sizes)
+    choices = []
+    for step in sorted({int(np.floor(BAND * in_size / out_size)), int(np.ceil(BAND * in_size / out_size))}):
+        off = int((lo - g * step).min())
+        choices.append((int((hi - off - g * step).max()), step, off))
+    span, step, off = min(choices)
     w = np.zeros((blocks, BAND, span), np.float64)
-    for g in range(blocks):
-        rows = m[g * BAND:(g + 1) * BAND, g * step:g * step + span]
-        w[g, :rows.shape[0], :rows.shape[1]] = rows
+    for k in range(blocks):
+        a = off + k * step
+        rows = m[k * BAND:(k + 1) * BAND, max(a, 0):a + span]
+        w[k, :rows.shape[0], max(-a, 0):max(-a, 0) + rows.shape[1]] = rows
     w *= 1.0 / ONE  # exact: a power of two
+    lead = max(-off, 0)
+    padded = max(lead + off + (blocks - 1) * step + span, lead + in_size)
     clip = 255 * int(m.sum(1).max()) + HALF >= (256 << spec.RESIZE_PRECISION_BITS)
-    return _Band(step, span, (blocks - 1) * step + span, w, clip)
+    return _Band(step, span, lead, padded, lead + off, w, clip)
 
 
 _scratch = threading.local()
@@ -124,18 +139,28 @@ def _buffer(slot: str, shape: Tuple[int, ...]) -> np.ndarray:
     return buf[:need].reshape(shape)
 
 
-def _banded_product(band: _Band, lines: np.ndarray, slot: str) -> np.ndarray:
-    """One pass: lines float64 [padded, n] (rows past the input zero) -> [blocks * BAND, n] =
-    sum(pixel * weight) / 2**22 + 1/2 (HALF), exact. The blocks' input windows are strided views of
-    `lines`, not copies: one batched BLAS product."""
+def _lines(band: _Band, slot: str, in_size: int, n: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(buffer [padded, n] with its zero lines set, the view of its in_size input lines to fill)."""
+    lines = _buffer(slot, (band.padded, n))
+    lines[:band.lead] = 0.0
+    lines[band.lead + in_size:] = 0.0
+    return lines, lines[band.lead:band.lead + in_size]
+
+
+def _pass(band: _Band, lines: np.ndarray, out_size: int, slot: str) -> np.ndarray:
+    """One pass: lines float64 [padded, n] -> float64 [out_size, n] = Pillow's (sum + HALF) >> 22 (clipped
+    where it can pass 255), exact: every product and partial sum is a multiple of 2**-22 below 2**9. One
+    batched BLAS product whose blocks read strided views of `lines` (no copies)."""
     n = lines.shape[1]
     item = lines.itemsize
-    view = np.lib.stride_tricks.as_strided(lines, (band.weights.shape[0], band.span, n),
+    view = np.lib.stride_tricks.as_strided(lines[band.base:], (band.weights.shape[0], band.span, n),
                                            (band.step * n * item, n * item, item), writeable=False)
     acc = _buffer(slot, (band.weights.shape[0], BAND, n))
-    np.matmul(band.weights, view, out=acc)  # exact: multiples of 2**-22 below 2**9
-    acc += 0.5
-    return acc.reshape(-1, n)
+    np.matmul(band.weights, view, out=acc)
+    t = acc.reshape(-1, n)[:out_size]
+    t += 0.5
+    np.floor(t, out=t)
+    return np.minimum(t, 255.0, out=t) if band.clip else t
 
 
 def _check(img: np.ndarray) -> np.ndarray:
@@ -170,20 +195,13 @@ def resize_uint8(img: np.ndarray, size=spec.FACE_SIZE) -> np.ndarray:
     h, w, c = img.shape
     bx, by = _band(w, ow), _band(h, oh)
     # horizontal pass: its lines are the input's columns, each holding (channel, row)
-    lines = _buffer("lines", (bx.padded, c * h))
-    np.copyto(lines[:w].reshape(w * c, h), img.reshape(h, w * c).T)  # uint8 -> float64, 2-D transpose
-    lines[w:] = 0.0
-    across = _banded_product(bx, lines, "across")[:ow].reshape(ow * c, h)  # rows (column, channel)
+    lines, inp = _lines(bx, "lines", w, c * h)
+    np.copyto(inp.reshape(w * c, h), img.reshape(h, w * c).T)  # uint8 -> float64, 2-D transpose
+    across = _pass(bx, lines, ow, "across")  # [ow, (channel, row)], 8-bit values
     # vertical pass: its lines are the rows of the 8-bit intermediate image, each holding (column, channel)
-    lines = _buffer("lines_down", (by.padded, ow * c))
-    np.floor(across.T, out=lines[:h])  # (acc + HALF) >> 22, transposed on the way
-    if bx.clip:
-        np.minimum(lines[:h], 255.0, out=lines[:h])
-    lines[h:] = 0.0
-    out = _banded_product(by, lines, "down")[:oh].reshape(oh, ow, c)
-    if by.clip:
-        np.minimum(out, 255.5, out=out)
-    out = out.astype(np.uint8)  # truncation of acc + 1/2 = the floor of (acc + HALF) >> 22
+    lines, inp = _lines(by, "lines_down", h, ow * c)
+    np.copyto(inp.reshape(h, ow, c), across.reshape(ow, c, h).transpose(2, 0, 1))
+    out = _pass(by, lines, oh, "down").astype(np.uint8).reshape(oh, ow, c)
     return out[:, :, 0] if gray else out
 
 
@@ -201,19 +219,43 @@ def resize_many(images, size: int = spec.FACE_SIZE) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # torch: any device, crops of different sizes in one batched resample.
 # ------------------------------------------------------------------------------------------------
-def _padded_weights(torch, sizes: np.ndarray, out_size: int, width: int, device):
-    """float64 [n, out_size, width] on `device`: each size's fixed-point weights / 2**22, zero past it.
-    Built once per distinct size from `fixed_point_weights` (the one definition), one copy to the device."""
+@functools.lru_cache(maxsize=4096)
+def tap_windows(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(start int64 [out], coef int32 [out, k]): output pixel i = (sum_t coef[i, t] * line[start[i] + t] + HALF)
+    >> PRECISION_BITS, with the non-zero weights of `fixed_point_weights` (the one definition) from each
+    output's first non-zero tap; zeros pad the shorter windows, and start + t may pass the input there."""
+    m = fixed_point_weights(in_size, out_size)
+    nz = m != 0
+    first = nz.argmax(1)
+    last = in_size - 1 - nz[:, ::-1].argmax(1)
+    k = int((last - first).max()) + 1
+    t = first[:, None] + np.arange(k)
+    coef = np.where(t <= last[:, None], m[np.arange(out_size)[:, None], np.minimum(t, in_size - 1)], 0)
+    return first.astype(np.int64), coef.astype(np.int32)  # < 2**23: the weights sum to 2**22
+
+
+def _batched_taps(torch, sizes: np.ndarray, out_size: int, device):
+    """(start long [n, out], coef int32 [n, out, k]) on `device` for crops of `sizes`: built per distinct size
+    on the host, one copy each to the device."""
     uniq, inv = np.unique(sizes, return_inverse=True)
-    mats = np.zeros((len(uniq), out_size, width), np.float64)
-    for k, s in enumerate(uniq):
-        mats[k, :, :s] = fixed_point_weights(int(s), out_size)
-    mats *= 1.0 / ONE
-    return torch.from_numpy(mats).to(device).index_select(0, torch.from_numpy(inv.astype(np.int64)).to(device))
+    tabs = [tap_windows(int(s), out_size) for s in uniq]
+    k = max(c.shape[1] for _, c in tabs)
+    start = np.stack([s for s, _ in tabs])[inv]
+    coef = np.zeros((len(uniq), out_size, k), np.int32)
+    for j, (_, c) in enumerate(tabs):
+        coef[j, :, :c.shape[1]] = c
+    return torch.from_numpy(start).to(device), torch.from_numpy(coef[inv]).to(device)
 
 
-def _round8(x):
-    return x.add_(0.5).floor_().clamp_(max=255.0)  # (acc + HALF) >> 22 on scaled weights, Pillow's clip
+def _round8(torch, acc):
+    """int32 sums -> uint8: (acc + HALF) >> PRECISION_BITS, clipped to 255 as Pillow does."""
+    return acc.add_(HALF).bitwise_right_shift_(spec.RESIZE_PRECISION_BITS).clamp_(max=255).to(torch.uint8)
+
+
+# int32 accumulator per group of crops: small groups stay in cache on the CPU (16 1080p frames -> 360x640 on one
+# thread: 0.55 s at 16 MB, 0.9 s at 64 MB); on a GPU larger groups mean fewer kernel launches
+ACC_BYTES = {"cpu": 16 << 20}
+ACC_BYTES_OTHER = 256 << 20
 
 
 def resize_crops_torch(frames, fidx, tblr: np.ndarray, size=spec.FACE_SIZE):
@@ -222,8 +264,10 @@ def resize_crops_torch(frames, fidx, tblr: np.ndarray, size=spec.FACE_SIZE):
     frames' device.
 
     frames: uint8 [N,H,W,C] tensor on any device; fidx: long tensor [n] (same device); tblr: int
-    numpy [n,4] inside the frames. One gather of the crops padded to the largest, then the two passes
-    as batched float64 matmuls with per-crop weight matrices (exact: see the module docstring)."""
+    numpy [n,4] inside the frames. One gather of the crops (column-major), then each pass gathers, per tap
+    of the widest window, one line per output line (index_select) and accumulates pixel * fixed-point weight
+    in int32 (exact: below 2**31), Pillow's integer arithmetic itself; the accumulators are bounded by
+    ACC_BYTES (crops in groups), so 16 1080p frames need ~0.15 GB instead of the dense weight matrices' 2.2 GB."""
     import torch
 
     tblr = np.asarray(tblr, np.int64).reshape(-1, 4)
@@ -240,18 +284,39 @@ def resize_crops_torch(frames, fidx, tblr: np.ndarray, size=spec.FACE_SIZE):
                            | (tblr[:, 1] > frames.shape[1]) | (tblr[:, 3] > frames.shape[2]))[0][0])
         raise ImageShapeError(f"resize_crops_torch: crop {k} (top, bottom, left, right) = {tuple(tblr[k])} "
                               f"is empty or outside the {frames.shape[1]}x{frames.shape[2]} frames")
-    hm, wm = int(hs.max()), int(ws.max())
+    hm = int(hs.max())
+    group = max(1, ACC_BYTES.get(dev.type, ACC_BYTES_OTHER) // (hm * ow * c * 4))
+    if n > group:  # bounded memory: the integer accumulators of a few crops at a time
+        return torch.cat([resize_crops_torch(frames, fidx[j:j + group], tblr[j:j + group], (oh, ow))
+                          for j in range(0, n, group)])
+    wm = int(ws.max())
+    sx, cx = _batched_taps(torch, ws, ow, dev)  # [n, ow], [n, ow, kx]
+    sy, cy = _batched_taps(torch, hs, oh, dev)  # [n, oh], [n, oh, ky]
     if (tblr[:, 0] == 0).all() and (hs == frames.shape[1]).all() and (tblr[:, 2] == 0).all() \
             and (ws == frames.shape[2]).all():
-        crops = frames.index_select(0, fidx)  # whole frames: no gather
-    else:
+        crops = frames.index_select(0, fidx).transpose(1, 2)  # whole frames: [n, W, H, C]
+    else:  # one gather of the crops, padded to the largest (the padding meets zero weights), columns first
         t = torch.from_numpy(tblr).to(dev)
-        rows = torch.clamp(t[:, :1] + torch.arange(hm, device=dev).view(1, -1), max=frames.shape[1] - 1)
-        cols = torch.clamp(t[:, 2:3] + torch.arange(wm, device=dev).view(1, -1), max=frames.shape[2] - 1)
-        crops = frames[fidx.view(-1, 1, 1), rows.view(-1, hm, 1), cols.view(-1, 1, wm)]  # [n,hm,wm,C]
-    x = crops.permute(0, 3, 1, 2).to(torch.float64)  # [n,C,hm,wm]; padding meets zero weights
-    wx = _padded_weights(torch, ws, ow, wm, dev).transpose(1, 2).unsqueeze(1)  # [n,1,wm,ow]
-    wy = _padded_weights(torch, hs, oh, hm, dev).unsqueeze(1)  # [n,1,oh,hm]
-    across = _round8(torch.matmul(x, wx))  # horizontal pass first: [n,C,hm,ow]
-    out = _round8(torch.matmul(wy, across))  # [n,C,oh,ow]
-    return out.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        rows = torch.clamp(t[:, :1] + torch.arange(hm, device=dev), max=frames.shape[1] - 1).view(n, 1, hm)
+        cols = torch.clamp(t[:, 2:3] + torch.arange(wm, device=dev), max=frames.shape[2] - 1).view(n, wm, 1)
+        crops = frames[fidx.view(n, 1, 1), rows, cols]  # [n, wm, hm, C]
+    # horizontal pass first: per tap, one row gather of the column-major crops (each row a whole column)
+    lines = crops.reshape(n * wm, hm * c)
+    mid = _tap_pass(torch, lines, sx, cx, wm)  # [n * ow, hm * C]: the 8-bit intermediate, column-major
+    del crops, lines
+    # vertical pass: per tap, one row gather of the row-major intermediate
+    lines = mid.view(n, ow, hm, c).transpose(1, 2).reshape(n * hm, ow * c)
+    return _tap_pass(torch, lines, sy, cy, hm).view(n, oh, ow, c)
+
+
+def _tap_pass(torch, lines, start, coef, size: int):
+    """One pass over `lines` [n * size, L] (crop k's lines at k * size ...): output line (k, i) = round8 of
+    sum_t coef[k, i, t] * lines[k * size + start[k, i] + t] (int32, exact) -> uint8 [n * out, L]."""
+    n, out = start.shape
+    base = (torch.arange(n, device=lines.device) * size).view(n, 1)
+    acc = None
+    for k in range(coef.shape[2]):
+        idx = (base + torch.clamp(start + k, max=size - 1)).view(-1)  # past a window's end: weight 0
+        term = lines.index_select(0, idx).to(torch.int32).mul_(coef[:, :, k].reshape(n * out, 1))
+        acc = term if acc is None else acc.add_(term)
+    return _round8(torch, acc)

@@ -97,3 +97,23 @@ def test_bad_inputs_raise_typed_errors():
     torch = pytest.importorskip("torch")
     with pytest.raises(ImageShapeError, match="outside"):
         resize_crops_torch(torch.zeros(1, 10, 10, 3, dtype=torch.uint8), torch.zeros(1, dtype=torch.long), [[0, 11, 0, 5]])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_groups_bounded_memory_give_the_same_bytes(device, monkeypatch):
+    """Crops processed in groups (ACC_BYTES) give what one batch gives, on whole frames and on crops."""
+    torch = pytest.importorskip("torch")
+    import dfserve.resize as resize
+
+    rng = np.random.default_rng(11)
+    frames = torch.from_numpy(rng.integers(0, 256, (3, 90, 160, 3), dtype=np.uint8)).to(device)
+    whole = np.tile(np.array([[0, 90, 0, 160]]), (3, 1))
+    crops = np.array([[5, 80, 10, 70], [0, 90, 100, 160], [20, 41, 3, 150]])
+    fidx = torch.tensor([2, 0, 1], device=device)
+    want = [resize_crops_torch(frames, fidx, b, s).cpu() for b, s in ((whole, (45, 80)), (crops, 112))]
+    monkeypatch.setattr(resize, "ACC_BYTES", {device: 1})
+    monkeypatch.setattr(resize, "ACC_BYTES_OTHER", 1)
+    got = [resize_crops_torch(frames, fidx, b, s).cpu() for b, s in ((whole, (45, 80)), (crops, 112))]
+    for w, g in zip(want, got):
+        assert torch.equal(w, g)
+    assert np.array_equal(got[0][1].numpy(), resize_uint8(frames[0].cpu().numpy(), (45, 80)))
