@@ -72,8 +72,8 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
                    help="add `evidence` to each row: the N most suspicious scored frames (of the deciding person with "
                         "--faces all), each with time, p_fake, face box, the face crop as a PNG (beside --out in "
                         "OUT_STEM.evidence/, else base64 in the row) and a 14x14 occlusion heat grid of where the "
-                        "face pushed p_fake toward FAKE; plus `segments`. Costs 197 classifier passes per frame "
-                        "explained; default 0: nothing computed")
+                        f"face pushed p_fake toward FAKE; plus `segments`. Costs {spec.HEAT_PASSES} classifier passes per "
+                        "frame explained (with --server: by the server's classifier); default 0: nothing computed")
     p.add_argument("--batch", type=int, default=spec.DEFAULT_CLASSIFIER_BATCH, help="classifier batch size")
     p.add_argument("--detect-size", type=int, default=spec.DETECTOR_MAX_SIDE,
                    help="longer side (pixels) frames are downscaled to for face detection")

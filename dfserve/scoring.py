@@ -74,9 +74,6 @@ def make_scorer(opts: ScoreOptions, config: ScorerConfig, share_with=None):
     elif opts.box != spec.DEFAULT_BOX and config.server:
         raise UsageError(f"--box {opts.box}: the server crops with its own box convention ({spec.DEFAULT_BOX}); "
                          "drop --server to score with raw RetinaFace boxes")
-    if config.server and opts.explain:
-        raise UsageError("--explain is computed by the embedded scorer (its classifier runs the occlusion heat); "
-                         "drop --server, or score with --models / --checkpoint")
     if config.server:
         if config.checkpoint or config.models:
             raise UsageError("--server scores with the server's models: drop --checkpoint / --models")

@@ -2,7 +2,9 @@
 
 Videos are decoded here (PyAV) and their sampled frames streamed to the `deepfake_frames` ensemble;
 each video's verdict is kept by the server's stateful `video_aggregator` under its own sequence id.
-`--faces precropped` crops/normalises here and calls `frame_classifier`.
+`--faces precropped` crops/normalises here and calls `frame_classifier`. `--faces all` and `--explain N` send
+the encoded video to `deepfake_video`, which returns the whole row (evidence crops base64, as the HTTP API does;
+`dfserve score --out` writes them to files).
 """
 from __future__ import annotations
 
@@ -35,10 +37,13 @@ class RemoteScorer:
     def _score_one(self, client: DeepfakeClient, path: str) -> dict:
         from ..pipeline.frames_scoring import FramesModels, score_video_frames
 
-        if self.opt.faces == "all":  # every face: the server's deepfake_video decodes, detects and tracks
+        if self.opt.faces == "all" or self.opt.explain:
+            # every face, or evidence: the server's deepfake_video decodes, detects, tracks and (--explain) keeps the
+            # evidence crops and computes their heat with its frame_classifier
             o = self.opt
             return client.score_video(path, sample=str(o.sample), head=o.head, faces=o.faces, no_face=o.no_face,
-                                      timeline=o.timeline, min_face=o.min_face, min_track=o.min_track)
+                                      timeline=o.timeline, min_face=o.min_face, min_track=o.min_track,
+                                      explain=o.explain)
 
         def fused(frames):
             r = client.infer_frames(frames)

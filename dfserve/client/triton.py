@@ -307,8 +307,9 @@ class DeepfakeClient:
     def score_video(self, video: Union[str, Path, bytes], sample: str = "all", head: str = spec.DEFAULT_HEAD,
                     faces: str = "largest", no_face: str = "skip", timeline: bool = False,
                     name: Optional[str] = None, min_face: float = spec.DETECTOR_MIN_FACE,
-                    min_track: int = spec.DEFAULT_MIN_TRACK) -> dict:
-        """Send an encoded video (path or bytes) to `deepfake_video`; returns a `dfserve score` row."""
+                    min_track: int = spec.DEFAULT_MIN_TRACK, explain: int = 0) -> dict:
+        """Send an encoded video (path or bytes) to `deepfake_video`; returns a `dfserve score` row (with `explain`
+        N: its `evidence`, crops as `png_base64`, heat computed by the server's `frame_classifier`)."""
         if isinstance(video, (str, Path)):
             name = name or str(video)
             data = read_video_file(video, self.max_video_bytes)
@@ -317,7 +318,7 @@ class DeepfakeClient:
         from ..pipeline.options import REQUEST_FIELDS, ScoreOptions
 
         o = ScoreOptions(sample=sample, head=head, faces=faces, no_face=no_face, timeline=timeline, min_face=min_face,
-                         min_track=min_track).validate()
+                         min_track=min_track, explain=explain).validate()
         opts = {**{k: v for k, v in o.to_dict().items() if k in REQUEST_FIELDS}, "name": name or "video"}
         try:
             r = self._infer(spec.DEEPFAKE_VIDEO, {T.VIDEO: np.array([data], dtype=np.object_),

@@ -4,13 +4,16 @@
   segments) and keeps the crops of only the current top-N candidates (a small heap per face track), so
   collecting evidence costs a heap push per frame and N crops of memory, whatever the video's length.
 - `occlusion_heat` is computed once per video, at the end, for the N frames kept: occlusion sensitivity
-  with the classifier itself, through the runtime's `classify` (onnxruntime, OpenVINO, torch alike). Each
-  HEAT_PATCH x HEAT_PATCH patch of the normalised crop (stride HEAT_PATCH: a 14x14 grid) is greyed: flattened
-  to its own mean colour, its detail removed (flattening to the ImageNet mean colour instead, a far larger and
-  less local change, made the heat unfaithful on the test crops: 6 of 10); all occluded copies and the original
-  go through the classifier in batches; a cell's heat is how much the FAKE-minus-REAL logit margin drops when
-  it is greyed (positive: that region pushed the frame toward FAKE). Cost: HEAT_GRID**2 + 1 = 197 classifier
-  passes per evidence frame.
+  with the classifier itself, through the runtime's `classify` (onnxruntime, OpenVINO, torch, Triton's classifier
+  through BLS alike), reported on a 14x14 grid of HEAT_PATCH-pixel cells. Windows of HEAT_WINDOW x HEAT_WINDOW cells
+  (32x32 pixels) every HEAT_STRIDE cells (starts 0, 4, 8, 10: 16 windows) are greyed: each cell flattened to its own
+  mean colour, its detail removed (flattening to the ImageNet mean colour instead, a far larger and less local
+  change, made the heat unfaithful on the test crops: 6 of 10); the originals and all occluded copies of the N
+  frames go through the classifier together in batches; a cell's heat is the mean, over the windows covering it, of
+  how much the FAKE-minus-REAL logit margin drops when that window is greyed (positive: that region pushed the frame
+  toward FAKE). Cost: spec.HEAT_PASSES = 17 classifier passes per evidence frame. Occluding every single cell (197
+  passes) cost x2.3-2.7 a 10-s 720p clip's scoring time on 2 cores (benchmarks/explain_cost.py) and was no more
+  faithful: 23 of 30 crops against 27 of 30 for the windows (benchmarks/heat_faithfulness.py).
 - `fake_segments`: time ranges where the smoothed per-frame p_fake stays above the decision threshold.
 """
 from __future__ import annotations
@@ -113,21 +116,50 @@ def occlude(x: np.ndarray, cells: Sequence[Tuple[int, int]], patch: int = spec.H
     return out
 
 
-def occlusion_heat(classify: ClassifyFn, crops_uint8: np.ndarray, patch: int = spec.HEAT_PATCH) -> np.ndarray:
+def window_starts(grid: int = spec.HEAT_GRID, window: int = spec.HEAT_WINDOW, stride: int = spec.HEAT_STRIDE) -> list:
+    """First cells of the occlusion windows along one side: every `stride` cells, the last clamped to the edge."""
+    return sorted({*range(0, grid - window + 1, stride), grid - window})
+
+
+def occlusion_windows(grid: int = spec.HEAT_GRID, window: int = spec.HEAT_WINDOW,
+                      stride: int = spec.HEAT_STRIDE) -> List[List[Tuple[int, int]]]:
+    """The occlusion windows, each the list of its (row, col) grid cells."""
+    st = window_starts(grid, window, stride)
+    return [[(i, j) for i in range(a, a + window) for j in range(b, b + window)] for a in st for b in st]
+
+
+def occlusion_heat(classify: ClassifyFn, crops_uint8: np.ndarray, patch: int = spec.HEAT_PATCH,
+                   window: Optional[int] = None, stride: Optional[int] = None,
+                   batch: int = spec.HEAT_BATCH) -> np.ndarray:
     """Occlusion-sensitivity heat of uint8 BGR crops [K,112,112,3] -> float32 [K,g,g], g = 112 // patch.
 
-    heat[k, i, j] = margin(crop k) - margin(crop k with cell (i, j) greyed): how much that region pushed the
-    frame's FAKE-minus-REAL logit margin up. One crop at a time (its g*g + 1 versions in one call: the runtime
-    batches them), so memory stays at one crop's copies (30 MB for g = 14)."""
+    Each window of `window` x `window` cells (every `stride` cells; defaults spec.HEAT_WINDOW, spec.HEAT_STRIDE, read
+    at call time) is greyed (`occlude`); heat[k, i, j] is the mean over the windows covering cell (i, j) of
+    margin(crop k) - margin(crop k with that window greyed): how much that region pushed the frame's FAKE-minus-REAL
+    logit margin up. The original and occluded copies of all K crops go through `classify` together, at most `batch`
+    copies per call (the runtime splits them into its own batches), so memory stays bounded whatever K."""
     g = spec.FACE_SIZE // patch
+    wins = occlusion_windows(g, spec.HEAT_WINDOW if window is None else window,
+                             spec.HEAT_STRIDE if stride is None else stride)
+    cover = np.zeros((len(wins), g * g), np.float64)  # window -> the cells it covers, as mean weights
+    for w, cells in enumerate(wins):
+        for i, j in cells:
+            cover[w, i * g + j] = 1.0
+    cover /= cover.sum(axis=0, keepdims=True)
     x = classifier_input(np.asarray(crops_uint8, np.uint8).reshape(-1, spec.FACE_SIZE, spec.FACE_SIZE, 3))
+    per = len(wins) + 1
+    step = max(1, batch // per)  # crops per classify call
     out = np.zeros((len(x), g, g), np.float32)
-    for k in range(len(x)):
-        batch = np.repeat(x[k:k + 1], g * g + 1, axis=0)
-        for c in range(g * g):
-            grey_cell(batch[1 + c], *divmod(c, g), patch)
-        m = fake_margin(classify(batch))
-        out[k] = (m[0] - m[1:]).reshape(g, g)
+    for k0 in range(0, len(x), step):
+        xs = x[k0:k0 + step]
+        copies = np.repeat(xs, per, axis=0)
+        for k in range(len(xs)):
+            for w, cells in enumerate(wins):
+                for i, j in cells:
+                    grey_cell(copies[k * per + 1 + w], i, j, patch)
+        m = fake_margin(classify(copies)).reshape(len(xs), per)
+        drop = m[:, :1] - m[:, 1:]  # [k, windows]
+        out[k0:k0 + len(xs)] = (drop @ cover).reshape(len(xs), g, g)
     return out
 
 

@@ -1,7 +1,8 @@
 """Scoring one video through a fused frames model: decode here, detect/crop/classify elsewhere.
 
 Used by the Triton `deepfake_video` model (which calls the `deepfake_frames` ensemble through BLS)
-and by `dfserve score --server` (which calls it over gRPC). Decode, sampling, the chunk core
+and by `dfserve score --server` (which calls it over gRPC). With `explain` (evidence frames), faces are
+cropped here and the heat's occlusion passes go through the same `classify_fn` (Triton's `frame_classifier`). Decode, sampling, the chunk core
 (`chunk.py`: size splits, which frames count, verdict, timeline) and the row are the embedded
 Scorer's own, so the rows match.
 """
@@ -38,13 +39,18 @@ class FramesModels:
     classify_fn: Optional[ClassifyFn] = None
 
     def stage(self, opts: ScoreOptions, tracker=None):
-        if opts.explain:
-            raise UsageError(f"explain={opts.explain}: evidence frames are computed by the embedded scorer "
-                             "(`dfserve score` without --server, `dfserve web`), not by deepfake_video")
+        """The chunk-core stage for `opts`. With `explain`, the faces are cropped here (detector and classifier on
+        their own, as for --faces all; the fused frames model returns no crops), so that the evidence frames' crops
+        are kept and their heat computed with `classify_fn`."""
+        if opts.explain and (self.classify_fn is None or (self.detect_fn is None and opts.faces != "precropped")):
+            raise UsageError(f"explain={opts.explain}: evidence needs the detector and classifier models on their own "
+                             "(deepfake_video, `dfserve score` with or without --server, `dfserve web`)")
         if opts.faces == "precropped":
+            if opts.explain:
+                return precropped_stage(self.classify_fn)
             return frames_stage(precropped_frames_fn(self.classify_fn))
-        if opts.faces == "all":
-            return detect_classify_stage(self.detect_fn, self.classify_fn, opts, tracker)
+        if opts.faces == "all" or opts.explain:
+            return detect_classify_stage(self.detect_fn, self.classify_fn, opts, tracker, keep_crops=bool(opts.explain))
         return frames_stage(self.frames_fn)
 
 
@@ -58,6 +64,21 @@ def precropped_frames_fn(classify: ClassifyFn) -> FramesFn:
     return fn
 
 
+def precropped_stage(classify: ClassifyFn) -> Callable[[Sequence[int], object], List[FrameRecord]]:
+    """--faces precropped with --explain: `precropped_frames_fn`'s records, each keeping its uint8 crop."""
+
+    def stage(indices, frames):
+        frames = list(frames)
+        crops = crop_faces(frames, [None] * len(frames))
+        recs = records_from_outputs(indices, np.zeros((len(frames), 4), np.float32), np.ones(len(frames), bool),
+                                    classify(classifier_input(crops)))
+        for r, c in zip(recs, crops):
+            r.crop = c
+        return recs
+
+    return stage
+
+
 def frames_stage(frames_fn: FramesFn) -> Callable[[Sequence[int], object], List[FrameRecord]]:
     """A chunk-core stage from a fused frames model."""
 
@@ -68,8 +89,10 @@ def frames_stage(frames_fn: FramesFn) -> Callable[[Sequence[int], object], List[
     return stage
 
 
-def detect_classify_stage(detect_fn: DetectFn, classify_fn: ClassifyFn, opts: ScoreOptions, tracker=None):
-    """A chunk-core stage from a detector and a classifier: every face (--faces all) or the largest."""
+def detect_classify_stage(detect_fn: DetectFn, classify_fn: ClassifyFn, opts: ScoreOptions, tracker=None,
+                          keep_crops: bool = False):
+    """A chunk-core stage from a detector and a classifier: every face (--faces all) or the largest. With
+    `keep_crops` (--explain) each record keeps its uint8 crop for the evidence keeper."""
 
     def stage(indices, frames):
         frames = list(frames)
@@ -83,8 +106,10 @@ def detect_classify_stage(detect_fn: DetectFn, classify_fn: ClassifyFn, opts: Sc
             logits = np.asarray(classify_fn(classifier_input(crops)), np.float32).reshape(len(todo), -1)
             if not np.isfinite(logits).all():
                 raise ValueError("the classifier returned non-finite logits")
-            for (r, _), z in zip(todo, logits):
+            for (r, _), z, c in zip(todo, logits, crops):
                 r.logits = z
+                if keep_crops:
+                    r.crop = c
         return recs
 
     return stage
@@ -117,4 +142,4 @@ def score_video_frames(path: str, opts: ScoreOptions, models: FramesModels, mode
         job.failed, job.error = True, error_dict(VideoError(f"{job.path}: {type(exc).__name__}: {exc}"))
     if job.error and job.path != path:
         job.error["message"] = job.error["message"].replace(path, job.path)
-    return make_row(job, opts, model_id)
+    return make_row(job, opts, model_id, classify=models.classify_fn if opts.explain else None)
