@@ -195,5 +195,11 @@ def test_overlapped_stages_give_the_rows_of_the_serial_loop(runtime, videos):
     it = Scorer(runtime, ScoreOptions(chunk=4)).score([videos["face"]["path"], videos["hevc"]["path"]])
     next(it)
     it.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith(("dfserve-locate", "dfserve-decode"))
-                and t.is_alive()]
+    assert not [t for t in threading.enumerate() if t.name.startswith("dfserve-decode") and t.is_alive()]
+    # the locate workers ran on the runtime's pool (engine.locate_pool): their tasks ended with the call, the
+    # pool's threads stay for the next call, which reuses them
+    pool = runtime._dfserve_locate_pool
+    before = {t.ident for t in threading.enumerate() if t.name.startswith("dfserve-locate-pool")}
+    assert pool._work_queue.qsize() == 0
+    assert next(Scorer(runtime, ScoreOptions(chunk=4)).score([videos["hevc"]["path"]]))["error"] is None
+    assert {t.ident for t in threading.enumerate() if t.name.startswith("dfserve-locate-pool")} == before

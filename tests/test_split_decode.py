@@ -44,6 +44,11 @@ def _portrait(path):
                         codec_options=samples.keyframe_options("h264", 10))
 
 
+def _closed(path):
+    samples.make_face_video(path, N, 320, 180, codec="h264",
+                            codec_options=samples.keyframe_options("h264", 10, open_gop=False))
+
+
 def _switch(path):
     samples.make_resolution_switch_video(path, sizes=((320, 180), (480, 272)), n_each=20, keyint=10, continuous=True)
 
@@ -51,6 +56,7 @@ def _switch(path):
 SPLITTABLE = {
     "h264 bframes open-gop.mp4": _clip("h264", "mp4"),
     "h264 bframes open-gop.mkv": _clip("h264", "mkv"),
+    "h264 closed-gop.mp4": (_closed, "h264"),
     "hevc open-gop.mkv": _clip("hevc", "mkv"),
     "vp9.webm": _clip("vp9", "webm"),
     "vfr.mkv": (_vfr, "h264"),
@@ -218,10 +224,13 @@ def test_the_scorer_decodes_with_its_split_option(exported, corpus):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", ["h264 bframes open-gop.mp4", "hevc open-gop.mkv", "portrait phone.mp4", "vfr.mkv"])
+@pytest.mark.parametrize("name", ["h264 closed-gop.mp4", "h264 bframes open-gop.mp4", "hevc open-gop.mkv",
+                                  "portrait phone.mp4", "vfr.mkv"])
 def test_nvdec_split_gives_the_frames_of_one_nvdec_session(corpus, name):
     """`--split 4` on CUDA (one NVDEC session per key-frame range, nvdec.py) against one session: the same
-    indices and the same BGR bytes for every policy; on a clean MP4 the four sessions really run."""
+    indices and the same BGR bytes for every policy. On closed GOPs the four sessions really run; on the open-GOP
+    clips NVDEC's timestamps after a seek sit one frame off the first range's (seen on an H200: -512 against
+    -1024), so the split falls back to one session there, with the same frames."""
     pytest.importorskip("PyNvVideoCodec")
     from dfserve.pipeline.nvdec import iter_frames_nvdec, iter_frames_nvdec_split
 
@@ -243,5 +252,5 @@ def test_nvdec_split_gives_the_frames_of_one_nvdec_session(corpus, name):
         one, _ = run(policy, None)
         four, stats = run(policy, "4")
         assert four == one, (name, policy)
-        if name.endswith(".mp4") and policy == "all":
+        if name == "h264 closed-gop.mp4" and policy == "all":
             assert stats.ranges == 4

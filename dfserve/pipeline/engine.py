@@ -22,6 +22,7 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, List, Optional
 
@@ -88,6 +89,41 @@ def expected_frames(opts: ScoreOptions, info: Optional[VideoInfo]) -> Optional[i
 
 class _Stop(Exception):
     pass
+
+
+def locate_pool(runtime, n: int) -> ThreadPoolExecutor:
+    """The locate workers' threads, kept with the runtime for its lifetime: a `score()` call submits its workers
+    here instead of starting new threads. Per-thread state then survives from call to call: on CUDA, cuDNN keeps
+    its execution plans per thread (PyTorch's cuDNN cache is thread-local), so fresh threads per call rebuilt
+    the detector's plans on every video (an H200 clip: seconds, benchmarks/results/*h200*/profile-hotpath.log).
+    A scorer asking for more workers than the pool has gets a bigger pool."""
+    with _POOL_LOCK:
+        pool = getattr(runtime, "_dfserve_locate_pool", None)
+        if pool is None or pool._max_workers < n:
+            if pool is not None:
+                pool.shutdown(wait=False)
+            pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="dfserve-locate-pool")
+            try:
+                runtime._dfserve_locate_pool = pool
+            except AttributeError:  # a runtime without instance attributes: a pool per call
+                pass
+        return pool
+
+
+_POOL_LOCK = threading.Lock()
+
+
+class _Task:
+    """A locate worker submitted to the pool, seen as the thread it was: is_alive() and join(timeout)."""
+
+    def __init__(self, future):
+        self.future = future
+
+    def is_alive(self) -> bool:
+        return not self.future.done()
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        wait([self.future], timeout=timeout)
 
 
 class Scorer:
@@ -285,10 +321,8 @@ class Scorer:
         if self.overlap:
             # the locate workers' queue holds few chunks: deeper queues only add memory, not speed
             staged_q: "queue.Queue" = queue.Queue(maxsize=2 * n_loc)
-            locs = [threading.Thread(target=self._locate_loop, args=(out_q, staged_q, stop, workers, k), daemon=True,
-                                     name=f"dfserve-locate-{k}") for k in range(n_loc)]
-            for t in locs:
-                t.start()
+            pool = locate_pool(self.rt, n_loc)
+            locs = [_Task(pool.submit(self._locate_loop, out_q, staged_q, stop, workers, k)) for k in range(n_loc)]
             threads += locs
             source, producers = staged_q, locs
         else:

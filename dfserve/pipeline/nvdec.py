@@ -239,6 +239,7 @@ def iter_frames_nvdec_split(path: str, policy: SamplePolicy, info: VideoInfo, st
         yield from iter_frames_nvdec(path, policy, info, stats, **one)
         return
     done = 0  # frames decoded and handed on (or dropped by the sampler) so far, in order
+    coded = (info.height, info.width, info.rotation)  # the ranges record the upright size; one session needs these
     try:
         for i, n, idx, batch in _ranges_in_order(path, info, stats, timeline, keep, ranges, chunk, gpu_id, colors):
             done = i + n
@@ -250,6 +251,7 @@ def iter_frames_nvdec_split(path: str, policy: SamplePolicy, info: VideoInfo, st
     except SplitFallback as exc:
         log.warning("%s: split decode fell back to one NVDEC session after frame %d: %s", path, done - 1, exc)
         stats.ranges = 1
+        info.height, info.width, info.rotation = coded
         for idx, batch in iter_frames_nvdec(path, policy, info, stats, **one):
             if idx[-1] < done:
                 continue

@@ -65,9 +65,19 @@ class TorchRuntime:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         if self.cuda:
-            torch.backends.cudnn.benchmark = True  # fixed shapes per batch size: let cuDNN pick kernels
-            for b in (cuda_graph_batches if cls is not None else ()):
-                self._capture(b)
+            # cuDNN autotuning (benchmark) only while the classifier's graphs are captured here: its cache of
+            # tuned algorithms is per thread, and the engine's locate workers are new threads for every
+            # `score()` call, so with it on each call re-tuned the detector's ~50 convolutions (an H200 clip
+            # took 8.8-11.8 s instead of ~0.4 s: 51,504 kernel launches for 150 frames, 12,544 of them
+            # cuDNN's trial convolutions; benchmarks/results/*h200*/profile-hotpath.log). Off, cuDNN's
+            # heuristics choose at once, the same in every thread.
+            tuned = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = True
+            try:
+                for b in (cuda_graph_batches if cls is not None else ()):
+                    self._capture(b)
+            finally:
+                torch.backends.cudnn.benchmark = tuned
             if self.compiled:
                 log.info("torch.compile: classifier compiled for batches %s in %.1f s (cache %s)",
                          list(cuda_graph_batches), self.compile_seconds, compile_cache_dir())
