@@ -274,3 +274,19 @@ def test_the_torch_scorer_keeps_the_same_evidence(explained, face_video, seed_mo
     for a, b in zip(row["evidence"], explained["evidence"]):
         assert a["box"] == b["box"] and np.array_equal(_png(a["png_base64"]), _png(b["png_base64"]))
         assert abs(a["p_fake"] - b["p_fake"]) < 1e-4
+
+
+def test_openvino_gives_the_same_evidence(explained, face_video, exported):
+    """--explain on OpenVINO: the heat is computed with OpenVINO's own classifier (the same occlusion batches
+    through that runtime): the same evidence frames, boxes and crops as onnxruntime, heat within fp32 noise."""
+    pytest.importorskip("openvino")
+    from dfserve.pipeline.engine import Scorer
+    from dfserve.pipeline.runtimes.openvino import OpenVinoRuntime
+
+    opts = ScoreOptions(sample="first:3", explain=5, timeline=True)
+    row = next(iter(Scorer(OpenVinoRuntime(exported.out_dir), opts, model_id="m").score([face_video])))
+    assert [e["frame"] for e in row["evidence"]] == [e["frame"] for e in explained["evidence"]]
+    for a, b in zip(row["evidence"], explained["evidence"]):
+        assert a["box"] == b["box"] and np.array_equal(_png(a["png_base64"]), _png(b["png_base64"]))
+        assert abs(a["p_fake"] - b["p_fake"]) < 1e-4
+        assert np.abs(np.asarray(a["heat"]) - np.asarray(b["heat"])).max() < 2e-3
