@@ -76,8 +76,10 @@ def test_tracks_are_found_stable_and_each_verdict_is_that_persons_own(runtime, m
     for t, entries in tracks.items():  # every frame of a track is the same person: no identity swaps
         who = set()
         for i, _, box, _ in entries:
+            # the boxes follow the seed's (dlib's) framing, tighter and squarer than the generator's face boxes:
+            # IoU ~0.5 with the right person, ~0 with the others (seen 0.49 at the smallest faces)
             ious = [iou_matrix(box, p["boxes"][i])[0, 0] if p["boxes"][i] else 0.0 for p in people]
-            assert max(ious) > 0.5, (t, i, box)
+            assert max(ious) > 0.35 and sorted(ious)[-2:][0] < 0.1, (t, i, box, ious)
             who.add(int(np.argmax(ious)))
         assert len(who) == 1, (t, who)
         owner[t] = who.pop()
@@ -103,7 +105,7 @@ def test_tracks_are_found_stable_and_each_verdict_is_that_persons_own(runtime, m
                 if p["boxes"][i] is None or not dets:
                     continue
                 ious = [iou_matrix(d.box, p["boxes"][i])[0, 0] for d in dets]
-                if max(ious) > 0.5:
+                if max(ious) > 0.35:  # the seed framing vs the generator's boxes (above)
                     crops[k].append(crop_faces([f], [dets[int(np.argmax(ious))].box])[0])
     for f in decisive:
         k = owner[f["track"]]

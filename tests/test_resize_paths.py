@@ -60,7 +60,8 @@ def test_every_cpu_path_gives_the_classifier_the_same_bytes(video, videos, switc
         want = classifier_input(np.stack(embedded.crop(frames, boxes)))  # what faces_to_logits classifies
         batch = torch.from_numpy(np.stack(frames))
         got_torch = torch.stack(on_torch.crop(list(batch.unbind(0)), boxes)).numpy()
-        got_triton = face_crop.run({spec.T.FRAMES: np.stack(frames), spec.T.LOC: loc, spec.T.SCORES: scores})
+        got_triton = face_crop.run({spec.T.FRAMES: np.stack(frames), spec.T.LOC: loc, spec.T.SCORES: scores,
+                                    spec.T.LANDMARKS: lm})
         cut = [f if b is None else f[(t := crop_box(b, *f.shape[:2]))[0]:t[1], t[2]:t[3]] for f, b in zip(frames, boxes)]
         got_seed = seed_transform(cut).numpy()
         assert want.dtype == np.float32 and want.shape == (len(frames), 3, spec.FACE_SIZE, spec.FACE_SIZE)

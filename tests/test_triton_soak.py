@@ -42,7 +42,9 @@ def test_short_soak_no_failures_flat_memory_shared_memory_released(exported):
     # fixes (onnxruntime's arena, glibc's arenas keep what the largest batches took) it stayed near its peak,
     # 3x the ready figure in a run like this one
     assert mem["after_clients_stopped"]["models_uss_mb"] <= ready + max(150.0, 0.35 * ready), res["timeline"]
-    assert mem["after_clients_stopped"]["server_uss_mb"] <= mem["peak"]["server_uss_mb"]
+    # the server process itself: no growth once the clients stop (a few MB of sampling noise allowed: seen
+    # 135.6 after against a 135.4 peak on a loaded 2-core machine)
+    assert mem["after_clients_stopped"]["server_uss_mb"] <= mem["peak"]["server_uss_mb"] + 5.0
 
     shm = res["shm"]
     assert shm["peak_client_regions"] >= 1  # the frames path really went through shared memory
