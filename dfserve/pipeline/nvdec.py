@@ -17,8 +17,8 @@ from typing import Iterator, List, Optional, Tuple
 from .. import spec
 from .decode import DecodeStats, VideoInfo
 from .sampling import SamplePolicy
-from .split_decode import (Range, SplitFallback, Timeline, parse_split, plan_ranges, read_timeline,
-                           sampled_frames)
+from .split_decode import (Range, SplitFallback, Timeline, _next_item, _put_last, parse_split, plan_ranges,
+                           read_timeline, sampled_frames)
 
 log = logging.getLogger(__name__)
 
@@ -310,25 +310,6 @@ def _ranges_in_order(path: str, info: VideoInfo, stats: DecodeStats, timeline: T
             w.join(timeout=5.0)
 
 
-def _next_item(q: "queue.Queue", worker: threading.Thread) -> tuple:
-    while True:
-        try:
-            return q.get(timeout=0.5)
-        except queue.Empty:
-            if not worker.is_alive() and q.empty():
-                return ("fallback", f"{worker.name} ended without a word")
-
-
-def _put(out: "queue.Queue", stop: threading.Event, item: tuple) -> bool:
-    while not stop.is_set():
-        try:
-            out.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
 def _decode_range(path: str, rng: Range, timeline: Timeline, keep: List[bool], fmt: tuple, gpu_id: int, chunk: int,
                   colors: str, out: "queue.Queue", stop: threading.Event) -> None:
     """One range on its own NVDEC session: seek to its key frame, decode its frames in batches, check each frame's
@@ -370,11 +351,11 @@ def _decode_range(path: str, rng: Range, timeline: Timeline, keep: List[bool], f
                     kept = [f for j, f in enumerate(frames) if keep[i + j]]
                     batch = upright_batch(_frames_to_bgr_batch(kept, colors, height, bits, full_range), rotation)
                     torch.cuda.current_stream().synchronize()  # copied out before the decoder reuses its surfaces
-            if not _put(out, stop, ("batch", i, len(frames), idx, batch, offset)):
+            if not _put_last(out, stop, ("batch", i, len(frames), idx, batch, offset)):
                 return
             i += len(frames)
-        _put(out, stop, ("done",))
+        _put_last(out, stop, ("done",))
     except SplitFallback as exc:
-        _put(out, stop, ("fallback", f"{where}: {exc}"))
+        _put_last(out, stop, ("fallback", f"{where}: {exc}"))
     except Exception as exc:  # noqa: BLE001 - the decoder or CUDA: one session takes over
-        _put(out, stop, ("fallback", f"{where} failed to decode ({type(exc).__name__}: {exc})"))
+        _put_last(out, stop, ("fallback", f"{where} failed to decode ({type(exc).__name__}: {exc})"))
