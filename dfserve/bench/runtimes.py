@@ -208,7 +208,7 @@ def bounds(stages: dict, e2e_rows: dict, mic: dict, u: float, cores: int) -> dic
                     "detector_alone_frames_per_s": max(det_alone.values()) if det_alone else None,
                     "bounding_stage": max(ms, key=ms.get),
                     "bounding_stage_share": round(max(ms.values()) / total, 3),
-                    "measured_frames_per_s": round(fps, 2), "measured_u": round(fps / u, 3),
+                    "measured_frames_per_s": round(fps, 4), "measured_u": round(fps / u, 3),
                     "measured_over_bound": round(fps * total / (cores * 1000), 3),
                     "process_cores_busy": round(busy, 2) if busy is not None else None}
     return out
