@@ -180,8 +180,11 @@ def _add_bench(sub) -> None:
     g.add_argument("--rounds", type=int, default=0, help="with --runtimes: interleaved rounds, medians reported "
                                                          "(default 3; 1 with --quick)")
     g.add_argument("--long", type=int, default=0, metavar="SECONDS",
-                   help="with --runtimes: also score a SECONDS-long 720p video with the fastest fp32 runtime "
-                        "(frames/s, peak RSS)")
+                   help="with --runtimes: also score a SECONDS-long 720p video (the 10-s clip looped, remuxed) with "
+                        "the default CPU path, fp32 (frames/s, peak RSS)")
+    g.add_argument("--long-sample", default="all", metavar="POLICY",
+                   help="with --long: the sampling policy of the long video (default all; every:10 still decodes "
+                        "every frame and scores one in ten)")
     g.add_argument("--no-seed", action="store_true", help="with --runtimes: skip the seed pipeline")
     p.set_defaults(func=_run_bench)
 

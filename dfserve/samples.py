@@ -208,6 +208,34 @@ def make_face_video(path, n_frames: int = 60, width: int = 640, height: int = 36
             "codec": codec, "face": True, "boxes": boxes}
 
 
+def loop_video(src, dst, times: int) -> dict:
+    """`src` played `times` times over, remuxed into `dst` without re-encoding (a long video in seconds).
+
+    Every packet of the first video stream is copied `times` times, its timestamps shifted by one period
+    each time (the stream's span: the last packet's end minus the first's start), so the result really holds
+    `times` x the frames and decodes as one stream (a clip that starts on a key frame, as make_face_video's
+    do, restarts cleanly). Returns {"path", "frames", "seconds", "width", "height"}."""
+    import av
+
+    with av.open(str(src)) as inp:
+        vs = inp.streams.video[0]
+        pkts = [(bytes(p), p.pts, p.dts, p.duration, p.is_keyframe) for p in inp.demux(vs) if p.size]
+        tb, rate, w, h = vs.time_base, vs.average_rate, vs.codec_context.width, vs.codec_context.height
+        with av.open(str(dst), "w") as out:
+            st = out.add_stream_from_template(vs)
+            start = min(p[1] for p in pkts)
+            period = max(p[1] + (p[3] or 0) for p in pkts) - start
+            for k in range(times):
+                for data, pts, dts, dur, key in pkts:
+                    q = av.Packet(data)
+                    q.stream, q.time_base = st, tb
+                    q.pts, q.dts, q.duration = pts + k * period, dts + k * period, dur
+                    q.is_keyframe = key
+                    out.mux(q)
+    n = len(pkts) * times
+    return {"path": str(dst), "frames": n, "seconds": float(n / rate) if rate else None, "width": w, "height": h}
+
+
 def face_frames(n_frames: int, width: int, height: int, seed: int = 0, zoom=(0.9, 1.4)) -> list:
     """The BGR frames make_face_video encodes (real face pixels), in memory."""
     from PIL import Image

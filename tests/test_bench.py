@@ -82,7 +82,7 @@ def test_runtimes_bench_measures_each_configuration_in_its_own_process(exported,
     """`dfserve bench --runtimes`: real onnxruntime and OpenVINO runs, side by side, with the profile and the
     report (the full matrix with bf16/int8 variants is what `dfserve bench --runtimes ...` runs)."""
     pytest.importorskip("openvino")
-    from dfserve.bench.runtimes import combos, end_to_end, fastest_fp32, markdown, micro
+    from dfserve.bench.runtimes import bounds, combos, end_to_end, fastest_fp32, markdown, micro, stage_costs
 
     pairs = combos(["onnxruntime", "openvino"], ["fp32", "bf16"])
     assert pairs == [("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
@@ -97,16 +97,64 @@ def test_runtimes_bench_measures_each_configuration_in_its_own_process(exported,
         r = rows[name]
         assert r["frames"] == 45 and r["frames_per_s"] > 0 and r["peak_rss_mb"] > 50
         assert r["profile"]["classify_s"] > 0 and r["profile"]["detect_s"] > 0
+        pr = r["profile"]  # every stage timed where it runs, and the process's CPU seconds
+        assert pr["decode_s"] > 0 and pr["detector_input_s"] > 0 and pr["crop_s"] > 0 and pr["process_cpu_s"] > 0
         assert r["dp_fake_vs_fp32"] < 1e-4  # fp32 in both runtimes: the same verdict
     assert rows["dfserve fp32 openvino"]["runtime"] == "openvino" and len(load) == 1
     assert fastest_fp32(e2e) in ("onnxruntime", "openvino")
     mic = micro(exported.out_dir, pairs, rounds=1, reps=1)
     assert set(mic["classifier_faces_per_s"]) == {"onnxruntime fp32", "openvino fp32"}
     assert all(v["8"] > 0 for v in mic["detector_frames_per_s_640x360"].values())
+    seed = rows["seed pipeline (first 20 frames)"]
+    assert set(seed["per_frame_ms"]) == {"decode", "dlib_hog", "model", "crop_resize_other"}
+    assert seed["extrapolated_frames_per_s"] > 0
+    st = stage_costs(exported.out_dir, videos["face"]["path"], pairs, n_frames=16, reps=1)
+    assert set(st["shared"]) == {"decode", "detector_input", "crop_resize", "classifier_input"}
+    assert set(st["per_mode"]) == {"onnxruntime fp32", "openvino fp32"} and st["faces_found"] == 16
+    assert all(v["detector"]["wall_ms"] > 0 and v["classifier"]["wall_ms"] > 0 for v in st["per_mode"].values())
+    u = mic["classifier_faces_per_s"]["onnxruntime fp32"]["8"]
+    bd = bounds(st, rows, mic, u, 2)
+    assert set(bd) == {"onnxruntime fp32", "openvino fp32"}
+    for b in bd.values():
+        assert b["bounding_stage"] in b["cpu_ms_per_frame"] and b["bound_frames_per_s"] > 0
+        assert abs(b["cpu_ms_total"] - sum(b["cpu_ms_per_frame"].values())) < 0.05 and b["measured_u"] > 0
     md = markdown({"machine": machine_info(), "date": "d", "command": "c", "weights": "w", "rounds": 1,
                    "load_average_samples": load, "end_to_end": e2e, "long_video": None, "micro": mic, "drift": {},
-                   "drift_crops": None})
+                   "drift_crops": None, "u_faces_per_s": u, "u": "u", "stage_costs": st, "bounds": bd})
     assert "| dfserve fp32 openvino |" in md and "x previous default" in md
+    assert "What bounds each mode" in md and "| openvino fp32 |" in md and "extrapolated" in md
+
+
+def test_loop_video_repeats_every_frame_without_reencoding(tmp_path, videos):
+    """`dfserve bench --long`: the 10-s clip looped into a long video by remuxing (seconds, not an encode)."""
+    from dfserve import samples
+    from dfserve.pipeline.decode import probe
+
+    src = videos["face"]["path"]
+    info = samples.loop_video(src, tmp_path / "long.mp4", 4)
+    assert info["frames"] == 4 * 45 and info["seconds"] == pytest.approx(4 * 45 / 30)
+    assert probe(info["path"]).n_frames == 180
+    import av
+
+    with av.open(src) as a, av.open(info["path"]) as b:
+        one = [f.to_ndarray(format="gray") for f in a.decode(video=0)]
+        four = [f.to_ndarray(format="gray") for f in b.decode(video=0)]
+    assert len(four) == 180 and all((four[k] == one[k % 45]).all() for k in (0, 44, 45, 90, 179))
+
+
+def test_a_long_720p_video_keeps_bounded_memory(tmp_path, exported):
+    """Issue 23: a long 720p video keeps bounded memory (<= 1.3 GB peak RSS) on the default CPU path. A 60-s
+    version (1,800 frames, every one decoded, one in ten scored) in its own process; `dfserve bench --runtimes
+    ... --long 600` measures the 10-minute one. ~6 s on 2 cores: not marked slow."""
+    from dfserve import samples
+
+    clip = samples.make_face_video(tmp_path / "c.mp4", n_frames=30, width=1280, height=720)["path"]
+    long = samples.loop_video(clip, tmp_path / "long.mp4", 60)["path"]
+    res = run_config({"name": "long", "kind": "embedded", "videos": [long], "models": str(exported.out_dir),
+                      "runtime": "auto", "precision": "fp32", "sample": "every:10", "throughput": False})
+    v = res["videos"][0]
+    assert v["error"] is None and v["frames_decoded"] == 1800 and v["frames"] == 180
+    assert res["peak_rss_mb"] <= 1300, res["peak_rss_mb"]
 
 
 def test_bench_cli_refuses_unknown_runtimes(tmp_path):

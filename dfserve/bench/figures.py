@@ -99,24 +99,27 @@ def h200_machine(ctx: Ctx) -> dict:
 # ---------------------------------------------------------------------------------------------------- tables
 def summary(ctx: Ctx) -> List[str]:
     """The README's one table: CPU (2 cores) and H200, each row with its machine, date and source."""
-    cr = ctx.load(f"{CPU}/cpu_runtimes.json")
+    rel = f"{XEON}/cpu_runtimes.json"  # the latest one-run CPU bench (issue 23)
+    cr = ctx.load(rel)
     e = cr["end_to_end"]["720p H.264 10 s (300 frames)"]
-    seed = e["seed pipeline (first 20 frames)"]["frames_per_s"]
+    u = cr["u_faces_per_s"]
+    sd = e["seed pipeline (first 20 frames)"]
+    seed = sd["extrapolated_frames_per_s"]
     cpu_m, cpu_d = machine_name(cr["machine"]), day(cr["date"])
-    cpu_src = ctx.link(f"{CPU}/cpu_runtimes.json")
-    rows = []
-    for key, what in (("seed pipeline (first 20 frames)", "seed pipeline (OpenCV + dlib HOG + eager fp32), its first 20 frames"),
-                      ("dfserve fp32 onnxruntime (previous default)", "`dfserve score`, onnxruntime fp32"),
+    cpu_src = ctx.link(rel)
+    rows = [[cpu_m, "seed pipeline (OpenCV + dlib HOG + eager fp32)", f"10-s 720p H.264, its first {sd['frames']} "
+             "frames measured, the whole clip extrapolated", f"{seed:.2f} frames/s ({seed / u:.3f} u)", cpu_d, cpu_src]]
+    for key, what in (("dfserve fp32 onnxruntime (previous default)", "`dfserve score`, onnxruntime fp32"),
                       ("dfserve fp32 openvino", "`dfserve score`, OpenVINO fp32 (default: `--runtime auto`, exact)"),
                       ("dfserve int8 openvino", "`dfserve score --precision int8` (OpenVINO)")):
         fps = e[key]["frames_per_s"]
-        clip = "10-s 720p H.264, " + ("its first 20 frames" if key.startswith("seed") else "`--sample all`")
-        rows.append([cpu_m, what, clip, f"{f1(fps)} frames/s ({fps / seed:.1f}x seed)",
-                     cpu_d, cpu_src])
+        rows.append([cpu_m, what, "10-s 720p H.264, `--sample all`",
+                     f"{f1(fps)} frames/s ({fps / u:.2f} u, {fps / seed:.0f}x seed)", cpu_d, cpu_src])
     lv = cr["long_video"]
-    rows.append([cpu_m, f"`dfserve score`, OpenVINO fp32, a {lv['seconds_of_video'] // 60}-minute video",
-                 "720p H.264, 18,000 frames", f"{f1(lv['frames_per_s'])} frames/s, peak RSS {f0(lv['peak_rss_mb'])} MB",
-                 cpu_d, cpu_src])
+    rows.append([cpu_m, f"`dfserve score` (default CPU path, {lv['runtime']} {lv['precision']}), a "
+                 f"{lv['seconds_of_video'] // 60}-minute video, `--sample {lv['sample']}`",
+                 f"720p H.264, {lv['frames_decoded']:,} frames decoded",
+                 f"{f1(lv['frames_per_s'])} frames/s scored, peak RSS {f0(lv['peak_rss_mb'])} MB", cpu_d, cpu_src])
     g = ctx.load(f"{H200}/gpu-results.json")
     st, hm = g["stages"], machine_name(h200_machine(ctx))
     e2e = st["e2e"]
@@ -143,7 +146,9 @@ def summary(ctx: Ctx) -> List[str]:
                  f"640x360 frames, batch {pf['batch']}, concurrency {pf['concurrency']}",
                  f"{f0(pf['frames_per_s'])} frames/s, p50 {pf['p50_latency_ms']} ms", day(t["finished"]), tsrc])
     out = table(["machine", "what", "input", "measured", "date", "source"], rows)
-    return out + ["", f"CPU rows: `{cr['command'].split(' --out')[0]}` ({cr['weights']} weights: speed only). "
+    return out + ["", f"CPU rows: `{cr['command'].split(' --out')[0]}` ({cr['weights']} weights: speed only; u = "
+                  f"{f1(u)} faces/s, the onnxruntime fp32 classifier at batch 8 in the same run; what bounds each mode: "
+                  "docs/cpu-speed.md). "
                   "H200 rows: `benchmarks/gpu/run.sh step1` / `step2`, and `run.sh prep` + `run.sh triton` for Triton."]
 
 
@@ -180,6 +185,45 @@ def cpu_runtimes(ctx: Ctx) -> List[str]:
                 f"{lv['runtime']}: {f1(lv['frames_per_s'])} frames/s, peak RSS {f0(lv['peak_rss_mb'])} MB."]
     return out + sources([source(ctx, rel, cr["machine"], cr["date"], cr["command"].split(" --out")[0])
                           + f", medians of {cr['rounds']} rounds, {cr['weights']} weights"])
+
+
+def cpu_bounds(ctx: Ctx) -> List[str]:
+    """docs/cpu-speed.md: one `dfserve bench --runtimes` run: every mode's frames/s in u, its stages' CPU ms per
+    frame, the bound they give, and what bounds it; the seed (extrapolated) and the long video."""
+    rel = f"{XEON}/cpu_runtimes.json"
+    cr = ctx.load(rel)
+    u, cores = cr["u_faces_per_s"], cr["machine"]["cores"]
+    e = next(iter(cr["end_to_end"].values()))
+    rows = []
+    for key, b in cr["bounds"].items():
+        c = b["cpu_ms_per_frame"]
+        rows.append([key, f"**{f1(b['measured_frames_per_s'])}** ({b['measured_u']:.2f} u)",
+                     *(f1(c[k]) for k in ("decode", "detector_input", "detector", "crop_resize", "classifier_input",
+                                          "classifier")),
+                     f1(b["cpu_ms_total"]), f"{f1(b['bound_frames_per_s'])} ({b['bound_u']:.2f} u)",
+                     f"{b['measured_over_bound']:.2f}", f2(b["process_cores_busy"]),
+                     f"{b['bounding_stage'].replace('_', ' ')} ({b['bounding_stage_share']:.0%})"])
+    seed = next(r for k, r in e.items() if k.startswith("seed"))
+    pf = seed["per_frame_ms"]
+    rows.append([f"seed pipeline (first {seed['frames']} frames, **extrapolated**)",
+                 f"{seed['extrapolated_frames_per_s']:.2f} ({seed['extrapolated_frames_per_s'] / u:.3f} u)",
+                 f1(pf["decode"]), "", f"{f1(pf['dlib_hog'])} (dlib HOG)", f1(pf["crop_resize_other"]), "",
+                 f1(pf["model"]), f1(sum(pf.values())), "one frame after the other", "", "", "dlib HOG"])
+    out = table(["mode (10-s 720p, `--sample all`)", "frames/s (in u)", "decode", "det. input", "detector",
+                 "crop+resize", "cls. input", "classifier", "sum (CPU ms/frame)", f"bound: {cores} x 1000 / sum",
+                 "measured / bound", "cores busy", "largest stage"], rows)
+    mc = cr["micro"]["classifier_faces_per_s"]
+    out += ["", f"u = {f1(u)} faces/s ({cr['u']}). Classifier alone on every core, faces/s at batch 8 / 32: "
+            + ", ".join(f"{k} {f0(v['8'])} / {f0(v['32'])}" for k, v in mc.items()) + "."]
+    lv = cr.get("long_video")
+    if lv:
+        out += ["", f"Long video ({lv['seconds_of_video'] // 60} minutes of 720p, {lv['frames_decoded']:,} frames, the "
+                f"10-s clip looped by remuxing), default CPU path ({lv['runtime']} {lv['precision']}), `--sample "
+                f"{lv['sample']}`: {lv['frames']:,} frames scored in {f1(lv['wall_s'])} s ({f1(lv['frames_per_s'])} "
+                f"frames/s), **peak RSS {f0(lv['peak_rss_mb'])} MB**."]
+    return out + sources([source(ctx, rel, cr["machine"], cr["date"], cr["command"].split(" --out")[0])
+                          + f", medians of {cr['rounds']} rounds, load average samples {cr['load_average_samples']}, "
+                          f"{cr['weights']} weights"])
 
 
 def cpu_micro(ctx: Ctx) -> List[str]:
@@ -369,7 +413,8 @@ def box_fidelity(ctx: Ctx) -> List[str]:
 
 
 RENDERERS: Dict[str, Callable[[Ctx], List[str]]] = {
-    "summary": summary, "cpu-runtimes": cpu_runtimes, "cpu-micro": cpu_micro, "make-bench": make_bench,
+    "summary": summary, "cpu-runtimes": cpu_runtimes, "cpu-micro": cpu_micro, "cpu-bounds": cpu_bounds,
+    "make-bench": make_bench,
     "triton-soak": triton_soak, "web-soak": web_soak, "ray-scaling": ray_scaling, "h200": h200,
     "h200-triton": h200_triton, "box-mapping": box_mapping, "box-fidelity": box_fidelity,
 }

@@ -10,8 +10,14 @@ weights, measures:
 2. classifier faces/s (batch 8, 32) and detector frames/s at the 720p detection size (batch 8, 16);
 3. beside speed, the drift each precision's export recorded in metadata.json, and |dp_fake| of each
    configuration's video verdict against the fp32 onnxruntime one;
-4. with --long SECONDS: one long 720p video scored by the fastest fp32 runtime, for its frames/s and
-   peak RSS (memory must stay flat in video length).
+4. every stage alone on one thread (decode, detector input, detector, crop + resize, classifier input,
+   classifier: `stage_costs`), the CPU ms a frame costs in each mode, and from them the frames/s the cores
+   allow with perfect overlap (`bounds`): the stage that bounds each mode; the seed's per-frame costs, from
+   its first 20 frames, extrapolated to the whole clip (and said so); every frames/s also in u, the
+   onnxruntime fp32 classifier faces/s at batch 8 of the same run;
+5. with --long SECONDS: the 10-s 720p clip looped (remuxed) into a SECONDS-long video, scored by the default
+   CPU path (fp32) with --long-sample (default all), for its frames/s and peak RSS (memory must stay flat in
+   video length).
 
 Writes cpu_runtimes.json, cpu_runtimes.md and cpu_runtimes.png to <out>/<machine>/.
 """
@@ -90,6 +96,124 @@ def micro(models: Path, pairs: List[Tuple[str, str]], rounds: int, reps: int = 3
     return {"classifier_faces_per_s": med(cls), "detector_frames_per_s_640x360": med(det)}
 
 
+# ------------------------------------------------------------------------------------- stage costs
+STAGE_NAMES = ("decode", "detector_input", "detector", "crop_resize", "classifier_input", "classifier")
+
+
+def _cpu_s() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)  # every thread; finer than os.times()' clock ticks
+    return r.ru_utime + r.ru_stime
+
+
+def _cost(fn, n_items: int, reps: int) -> dict:
+    """ms per item of fn(): wall and CPU (every thread of this process), medians of `reps` after one warm-up."""
+    fn()
+    walls, cpus = [], []
+    for _ in range(reps):
+        c, t = _cpu_s(), time.perf_counter()
+        fn()
+        walls.append(time.perf_counter() - t)
+        cpus.append(_cpu_s() - c)
+    return {"wall_ms": round(1000 * statistics.median(walls) / n_items, 3),
+            "cpu_ms": round(1000 * statistics.median(cpus) / n_items, 3)}
+
+
+def stage_costs(models: Path, video: str, pairs: List[Tuple[str, str]], n_frames: int = 64, reps: int = 3) -> dict:
+    """Each stage of the engine alone, per frame of `video` (one face per frame, as --faces largest), on ONE
+    thread (the networks compiled with 1 thread; decode with FFmpeg's own threads, counted in CPU time):
+    the CPU work a frame costs, whatever the overlap. The engine's functions, on the video's real frames:
+    decode = decode.iter_frames (PyAV + BGR conversion, the whole clip); detector_input = faces.detector_input
+    (uint8, chunks of spec.DEFAULT_CHUNK); detector = the runtime's detect on those chunks (float32 conversion
+    included); crop_resize = faces.crop_faces with the fp32 detector's boxes; classifier_input =
+    faces.classifier_input; classifier = the runtime's classify at the engine's batch."""
+    from .. import spec
+    from ..models import load_runtime, resolve_models
+    from ..pipeline.decode import DecodeStats, iter_frames, probe
+    from ..pipeline.faces import classifier_input, crop_faces, detector_input, faces_per_frame
+    from ..pipeline.options import ScoreOptions
+    from ..pipeline.sampling import parse_policy
+
+    opts = ScoreOptions().validate()
+    chunk = spec.DEFAULT_CHUNK
+    info = probe(video)
+
+    def decode_all() -> int:
+        return sum(len(f) for _, f in iter_frames(video, parse_policy("all"), probe(video), DecodeStats(), chunk))
+
+    n_all = decode_all()
+    out = {"video": Path(video).name, "frames": n_frames, "size": f"{info.width}x{info.height}",
+           "batch": opts.batch, "chunk": chunk, "threads": 1, "shared": {}, "per_mode": {}}
+    out["shared"]["decode"] = _cost(decode_all, n_all, max(1, reps - 1))
+    frames = []
+    for _, f in iter_frames(video, parse_policy(f"first:{n_frames}"), probe(video), DecodeStats(), chunk):
+        frames += f
+    chunks = [frames[k:k + chunk] for k in range(0, len(frames), chunk)]
+    out["shared"]["detector_input"] = _cost(lambda: [detector_input(c, opts.detect_max_side, np.uint8)
+                                                     for c in chunks], len(frames), reps)
+    det_x = [detector_input(c, opts.detect_max_side, np.uint8) for c in chunks]
+    resolved = resolve_models(models=models)
+    env = os.environ.pop("DFSERVE_MODEL_THREADS", None)
+    try:
+        rts = {pr: load_runtime(pr[0], resolved, threads=1, batch=opts.batch, precision=pr[1]) for pr in pairs}
+    finally:
+        if env is not None:
+            os.environ["DFSERVE_MODEL_THREADS"] = env
+    boxes = []
+    for (x, scale), c in zip(det_x, chunks):
+        loc, scores, lm = rts[BASELINE].detect(x.astype(np.float32))
+        for dets in faces_per_frame(loc, scores, x.shape[2], x.shape[3], scale, opts.detect_threshold, "largest",
+                                    opts.min_face, opts.box, lm):
+            boxes.append(dets[0].box if dets else None)
+    out["faces_found"] = sum(b is not None for b in boxes)
+    out["shared"]["crop_resize"] = _cost(lambda: crop_faces(frames, boxes, opts.margin), len(frames), reps)
+    crops = crop_faces(frames, boxes, opts.margin)
+    out["shared"]["classifier_input"] = _cost(lambda: classifier_input(crops), len(crops), reps)
+    faces = classifier_input(crops)
+    batches = [faces[k:k + opts.batch] for k in range(0, len(faces), opts.batch)]
+    for (rt, p), r in rts.items():
+        out["per_mode"][f"{rt} {p}"] = {
+            "detector": _cost(lambda: [r.detect(x.astype(np.float32)) for x, _ in det_x], len(frames), reps),
+            "classifier": _cost(lambda: [r.classify(b) for b in batches], len(faces), reps)}
+        print(f"  stage costs: {rt} {p} done", file=sys.stderr, flush=True)
+    return out
+
+
+def bounds(stages: dict, e2e_rows: dict, mic: dict, u: float, cores: int) -> dict:
+    """Per mode: the CPU ms a frame costs (stage_costs, 1 thread), the frames/s the cores allow if every stage
+    overlapped perfectly (cores x 1000 / sum), the classifier's own cap (its faces/s alone on every core), the
+    measured frames/s, and the stage that costs the most."""
+    sh = {k: v["cpu_ms"] for k, v in stages["shared"].items()}
+    out = {}
+    for name, r in e2e_rows.items():
+        if "runtime" not in r:
+            continue
+        key = f"{r['runtime']} {r['precision']}"
+        pm = stages["per_mode"].get(key)
+        if pm is None:
+            continue
+        ms = {"decode": sh["decode"], "detector_input": sh["detector_input"], "detector": pm["detector"]["cpu_ms"],
+              "crop_resize": sh["crop_resize"], "classifier_input": sh["classifier_input"],
+              "classifier": pm["classifier"]["cpu_ms"]}
+        total = sum(ms.values())
+        cls_alone = mic["classifier_faces_per_s"].get(key, {})
+        det_alone = mic["detector_frames_per_s_640x360"].get(key, {})
+        prof, fps = r.get("profile", {}), r["frames_per_s"]
+        busy = prof.get("process_cpu_s", 0) / r["seconds"] if r.get("seconds") else None
+        out[key] = {"cpu_ms_per_frame": {k: round(v, 2) for k, v in ms.items()}, "cpu_ms_total": round(total, 2),
+                    "bound_frames_per_s": round(cores * 1000 / total, 1),
+                    "bound_u": round(cores * 1000 / total / u, 3),
+                    "classifier_alone_faces_per_s": max(cls_alone.values()) if cls_alone else None,
+                    "detector_alone_frames_per_s": max(det_alone.values()) if det_alone else None,
+                    "bounding_stage": max(ms, key=ms.get),
+                    "bounding_stage_share": round(max(ms.values()) / total, 3),
+                    "measured_frames_per_s": round(fps, 4), "measured_u": round(fps / u, 3),
+                    "measured_over_bound": round(fps * total / (cores * 1000), 3),
+                    "process_cores_busy": round(busy, 2) if busy is not None else None}
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ runs
 def _e2e(models: str, rt: str, p: str, video: str, threads: int) -> dict:
     res = run_config({"name": label(rt, p), "kind": "embedded", "videos": [video], "models": models,
@@ -123,10 +247,21 @@ def end_to_end(models: str, checkpoint: str, videos: Dict[str, str], pairs, roun
             s = run_config({"name": "seed", "kind": "seed", "videos": [path], "checkpoint": checkpoint,
                             "frames": SEED_FRAMES, "threads": threads or None})
             v = s["videos"][0]
+            n = v["frames"]
+            per = {"decode": 1000 * v["decode_s"] / n, "dlib_hog": 1000 * v["detect_s"] / n,
+                   "model": 1000 * v["model_s"] / n}
+            rest = 1000 * v["seconds"] / n - sum(per.values())
+            per["crop_resize_other"] = max(0.0, rest)
             rows[f"seed pipeline (first {SEED_FRAMES} frames)"] = {
-                "frames_per_s": v["frames"] / v["seconds"], "peak_rss_mb": s["peak_rss_mb"],
+                "frames_per_s": n / v["seconds"], "peak_rss_mb": s["peak_rss_mb"], "frames": n,
+                "seconds": v["seconds"],
                 "profile": {"classify_s": round(v["model_s"], 3), "detect_s": round(v["detect_s"], 3),
-                            "decode_s": round(v["decode_s"], 3)}}
+                            "decode_s": round(v["decode_s"], 3)},
+                # the seed runs one frame after the other on one thread (its model: one [1, N] clip), so its
+                # cost per frame is the sum; the whole clip is extrapolated from these N frames, not measured
+                "per_frame_ms": {k: round(x, 2) for k, x in per.items()},
+                "extrapolated_frames_per_s": round(1000 / sum(per.values()), 3),
+                "extrapolated": f"whole clip = per-frame cost measured on its first {n} frames x every frame"}
         ref_p = statistics.median(r["p_fake"] for r in runs[BASELINE])
         for (rt, p), rs in runs.items():
             m = _median_run(rs)
@@ -149,17 +284,29 @@ def fastest_fp32(e2e: dict) -> str:
     return max(best, key=lambda k: statistics.median(best[k]))
 
 
-def long_video(models: str, rt: str, work: Path, seconds: int, threads: int) -> dict:
+def long_video(models: str, clip: str, work: Path, seconds: int, sample: str, threads: int) -> dict:
+    """The 10-s clip looped into a `seconds`-long video (remuxed, no re-encode: samples.loop_video), scored by
+    the default CPU path (`--runtime auto`, fp32) with `--sample SAMPLE` in its own process: frames/s, peak RSS."""
     from .. import samples
 
-    path = work / f"long_720p_h264_{seconds}s.mp4"
+    times = max(1, round(seconds / 10))
+    path = work / f"long_720p_h264_{times * 10}s_looped.mp4"
     if not path.is_file():
-        print(f"  generating {path} ({seconds} s of 720p)...", file=sys.stderr, flush=True)
-        samples.make_face_video(path, n_frames=seconds * 30, width=1280, height=720, fps=30, codec="h264", seed=7)
-    x = _e2e(models, rt, "fp32", str(path), threads)
-    return {"video": path.name, "seconds_of_video": seconds, "runtime": rt, "precision": "fp32",
-            "frames": x["frames"], "frames_per_s": round(x["frames"] / x["seconds"], 2),
-            "wall_s": round(x["seconds"], 1), "peak_rss_mb": round(x["peak_rss_mb"], 1), "profile": x["profile"]}
+        print(f"  looping {Path(clip).name} x{times} into {path}...", file=sys.stderr, flush=True)
+        samples.loop_video(clip, path, times)
+    res = run_config({"name": "long", "kind": "embedded", "videos": [str(path)], "models": models,
+                      "runtime": "auto", "precision": "fp32", "sample": sample, "threads": threads or None,
+                      "profile": True, "warmup": True, "throughput": False}, timeout=7200)
+    v = res["videos"][0]
+    if v["error"]:
+        raise RuntimeError(f"long video: {v['error']}")
+    return {"video": path.name, "made_by": f"samples.loop_video({Path(clip).name}, x{times}): remuxed",
+            "seconds_of_video": times * 10, "sample": sample, "runtime": v.get("runtime"),
+            "precision": v.get("precision"), "frames_decoded": v["frames_decoded"], "frames": v["frames"],
+            "frames_per_s": round(v["frames"] / v["seconds"], 2),
+            "decoded_frames_per_s": round(v["frames_decoded"] / v["seconds"], 2),
+            "wall_s": round(v["seconds"], 1), "peak_rss_mb": round(res["peak_rss_mb"], 1),
+            "load_average_after": round(os.getloadavg()[0], 2), "profile": v["profile"]}
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -173,24 +320,66 @@ def markdown(res: dict) -> str:
          "Columns `classifier s` / `detector s`: time inside the runtime's classify / detect calls (they overlap "
          "each other and decoding: the engine runs them in two threads). Seed: its own setting (first "
          f"{SEED_FRAMES} frames, OpenCV decode, dlib HOG at full resolution, eager fp32).", ""]
+    u = res.get("u_faces_per_s")
+    if u:
+        L += [f"**u** = {u} faces/s: {res['u']}. Every frames/s below is also given in u.", ""]
     for vid, e2e in res["end_to_end"].items():
         base = e2e.get(label(*BASELINE), {}).get("frames_per_s")
         seed = next((r["frames_per_s"] for k, r in e2e.items() if k.startswith("seed")), None)
         L += [f"## End to end, `--sample all`, {vid}", "",
-              "| pipeline | frames/s | x seed | x previous default | classifier s | detector s | peak RSS MB | "
-              "verdict \\|dp_fake\\| vs fp32 onnxruntime |", "|---|---|---|---|---|---|---|---|"]
+              "Stage columns: wall seconds inside each stage, summed over the threads running it (they overlap); "
+              "`CPU s`: the process's CPU seconds (2 cores busy = 2 x wall).", "",
+              "| pipeline | frames/s | in u | x seed | x previous default | decode s | det. input s | detector s | "
+              "crop s | cls. input s | classifier s | CPU s (cores busy) | peak RSS MB | "
+              "verdict \\|dp_fake\\| vs fp32 onnxruntime |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in e2e.items():
             fps, pr = r["frames_per_s"], r.get("profile", {})
             dp = r.get("dp_fake_vs_fp32")
-            L.append(f"| {name} | {fps:.1f} | " + (f"{fps / seed:.1f}x" if seed else "") + " | "
+            busy = (f"{pr['process_cpu_s']:.1f} ({pr['process_cpu_s'] / r['seconds']:.2f})"
+                    if "process_cpu_s" in pr and r.get("seconds") else "")
+            cells = [pr.get(k, "") for k in ("decode_s", "detector_input_s", "detect_s", "crop_s",
+                                             "classifier_input_s", "classify_s")]
+            L.append(f"| {name} | {fps:.1f} | " + (f"{fps / u:.3f}" if u else "") + " | "
+                     + (f"{fps / seed:.1f}x" if seed else "") + " | "
                      + (f"{fps / base:.2f}x" if base and "seed" not in name else "") + " | "
-                     + f"{pr.get('classify_s', '')} | {pr.get('detect_s', '')} | {r['peak_rss_mb']:.0f} | "
+                     + " | ".join(str(c) for c in cells) + f" | {busy} | {r['peak_rss_mb']:.0f} | "
                      + ("" if dp is None else f"{dp:.1e}") + " |")
+        sd = next((r for k, r in e2e.items() if k.startswith("seed") and "per_frame_ms" in r), None)
+        if sd:
+            pf = sd["per_frame_ms"]
+            L += ["", f"Seed: measured on its first {sd['frames']} frames only (dlib HOG at full resolution is slow); "
+                      f"per frame {pf['decode']:.1f} ms decode + {pf['dlib_hog']:.1f} ms dlib HOG + {pf['model']:.1f} "
+                      f"ms model + {pf['crop_resize_other']:.1f} ms crop/resize/other, so the whole clip "
+                      f"**extrapolated** (not measured) at {sd['extrapolated_frames_per_s']:.2f} frames/s"
+                      + (f" = {sd['extrapolated_frames_per_s'] / u:.4f} u" if u else "") + "."]
         L.append("")
+    st, bd = res.get("stage_costs"), res.get("bounds")
+    if st and bd:
+        sh = st["shared"]
+        L += [f"## What bounds each mode: every stage alone, ms per frame on 1 thread ({st['video']}, "
+              f"{st['frames']} frames, {st['faces_found']} with a face)", "",
+              "CPU ms per frame (every thread of the process; wall in the JSON). With perfect overlap and nothing "
+              f"else running, {res['machine']['cores']} cores allow at most {res['machine']['cores']} x 1000 / "
+              "(sum) frames/s: the `bound`.", "",
+              "| mode | decode | det. input | detector | crop+resize | cls. input | classifier | sum | bound frames/s "
+              "(in u) | classifier alone, every core | measured (in u) | measured / bound | cores busy | "
+              "largest stage |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for key, b in bd.items():
+            c = b["cpu_ms_per_frame"]
+            L.append(f"| {key} | {c['decode']:.1f} | {c['detector_input']:.1f} | {c['detector']:.1f} | "
+                     f"{c['crop_resize']:.1f} | {c['classifier_input']:.1f} | {c['classifier']:.1f} | "
+                     f"{b['cpu_ms_total']:.1f} | {b['bound_frames_per_s']:.1f} ({b['bound_u']:.2f}) | "
+                     f"{b['classifier_alone_faces_per_s']} faces/s | {b['measured_frames_per_s']:.1f} "
+                     f"({b['measured_u']:.3f}) | {b['measured_over_bound']:.2f} | {b['process_cores_busy']} | "
+                     f"{b['bounding_stage']} ({b['bounding_stage_share']:.0%}) |")
+        L += ["", "Shared stages (wall / CPU ms per frame): " + ", ".join(
+            f"{k} {v['wall_ms']:.2f} / {v['cpu_ms']:.2f}" for k, v in sh.items()) + ".", ""]
     if res.get("long_video"):
         lv = res["long_video"]
-        L += [f"## Long video: {lv['seconds_of_video']} s of 720p H.264, `--sample all`, {lv['runtime']} fp32", "",
-              f"{lv['frames']} frames in {lv['wall_s']} s ({lv['frames_per_s']} frames/s), peak RSS "
+        L += [f"## Long video: {lv['seconds_of_video']} s of 720p H.264 ({lv['made_by']}), `--sample {lv['sample']}`, "
+              f"default CPU path ({lv['runtime']} {lv['precision']})", "",
+              f"{lv['frames_decoded']} frames decoded, {lv['frames']} scored in {lv['wall_s']} s "
+              f"({lv['decoded_frames_per_s']} decoded and {lv['frames_per_s']} scored frames/s), peak RSS "
               f"{lv['peak_rss_mb']:.0f} MB (the 10-s videos above: see their peak RSS column).", ""]
     mc = res["micro"]
     b0 = mc["classifier_faces_per_s"]["onnxruntime fp32"]["8"]
@@ -297,12 +486,20 @@ def run(args) -> int:
     print("micro benchmarks...", file=sys.stderr, flush=True)
     mic = micro(Path(models), pairs, rounds)
     e2e = end_to_end(models, checkpoint, videos, pairs, rounds, args.threads, not args.no_seed, load)
-    longv = long_video(models, fastest_fp32(e2e), work, args.long, args.threads) if args.long else None
+    first = next(iter(videos.values()))
+    print("stage costs (each stage alone, 1 thread)...", file=sys.stderr, flush=True)
+    stages = stage_costs(Path(models), first, pairs)
+    load.append(round(os.getloadavg()[0], 2))
+    u = mic["classifier_faces_per_s"][" ".join(BASELINE)]["8"]
+    bnd = bounds(stages, e2e[next(iter(videos))], mic, u, info["cores"])
+    longv = long_video(models, first, work, args.long, args.long_sample, args.threads) if args.long else None
     res = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "command": "dfserve bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]), "machine": info,
            "load_average_samples": load, "rounds": rounds,
            "weights": "seeded random (seed 0), UNTRAINED" if untrained else f"checkpoint {Path(checkpoint).name}",
-           "end_to_end": e2e, "long_video": longv, "micro": mic,
+           "u_faces_per_s": u,
+           "u": "onnxruntime fp32 classifier faces/s at batch 8, every thread (the `micro` of this run)",
+           "end_to_end": e2e, "stage_costs": stages, "bounds": bnd, "long_video": longv, "micro": mic,
            "drift": {p: {k: v for k, v in e.items() if not k.startswith("_")}
                      for p, e in meta.get("precisions", {}).items()},
            "drift_crops": meta.get("precision_validation", {}).get("crops"),

@@ -8,7 +8,8 @@ CONFIG: {"kind": "seed" | "embedded" | "triton", "videos": [...], "checkpoint": 
 RESULT: {"videos": [{"path", "seconds", "frames", "p_fake", "label", "error", ["profile"]}], "wall_s", "peak_rss_mb"}
 
 "warmup" scores the first 32 frames of the first video once before timing (kernels, shapes, caches);
-"profile" adds the seconds spent inside the runtime's classify and detect calls to each video.
+"profile" adds to each video the seconds spent inside each stage (STAGES: decode, detector input, detect, crop,
+classifier input, classify; summed over the threads running it) and the process's CPU seconds.
 """
 from __future__ import annotations
 
@@ -93,19 +94,21 @@ def run_dfserve(cfg) -> list:
         list(warm.score(cfg["videos"][:1]))
         del warm
     scorer = make_scorer(opts, config)
-    prof = _profile(scorer.rt) if cfg.get("profile") else None
+    prof = _profile(scorer) if cfg.get("profile") else None
     out = []
     # one video at a time for per-video latency; the throughput run below batches across videos
     for v in cfg["videos"]:
         t = time.perf_counter()
         if prof is not None:
-            prof.update(classify_s=0.0, detect_s=0.0)
+            prof.update({k: 0.0 for k in prof})
+            cpu0 = _cpu_s()
         row = next(iter(scorer.score([v])))
         out.append({"path": v, "seconds": time.perf_counter() - t, "frames": row["frames_scored"],
                     "frames_decoded": row["frames_decoded"], "p_fake": row["p_fake"], "label": row["label"],
                     "error": row["error"], "runtime": row.get("runtime"), "precision": row.get("precision")})
         if prof is not None:
             out[-1]["profile"] = {k: round(x, 3) for k, x in prof.items()}
+            out[-1]["profile"]["process_cpu_s"] = round(_cpu_s() - cpu0, 3)
     if cfg.get("throughput", True) and len(cfg["videos"]) > 1:
         t = time.perf_counter()
         n = sum(r["frames_scored"] for r in scorer.score(cfg["videos"]))
@@ -113,9 +116,28 @@ def run_dfserve(cfg) -> list:
     return out
 
 
-def _profile(rt) -> dict:
-    """Wrap a runtime's classify/detect to add up the seconds spent inside them (each called from one thread)."""
-    prof = {"classify_s": 0.0, "detect_s": 0.0}
+def _cpu_s() -> float:
+    """CPU seconds this process used so far, every thread (user + system)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)  # every thread; finer than os.times()' clock ticks
+    return r.ru_utime + r.ru_stime
+
+
+# the scorer's stages, timed where they run: key -> (object attribute, what it covers)
+STAGES = {
+    "decode_s": "decode thread waiting for decoded BGR chunks (PyAV decode + colour conversion, split ranges)",
+    "detector_input_s": "detector input: the full frame downscaled to the detection size (decode thread)",
+    "detect_s": "inside the runtime's detect (locate thread)",
+    "crop_s": "face crops cut and resized to 112x112 (locate thread)",
+    "classifier_input_s": "crops stacked and normalised for the classifier (calling thread)",
+    "classify_s": "inside the runtime's classify (calling thread)",
+}
+
+
+def _profile(scorer) -> dict:
+    """Wrap the scorer's stages (and its runtime's classify/detect) to add up the wall seconds spent inside each,
+    summed over the threads that run it (STAGES). The stages overlap: their sum exceeds the video's wall time."""
+    prof = {k: 0.0 for k in STAGES}
+    rt = scorer.rt
 
     def timed(fn, key):
         def f(*a, **k):
@@ -126,8 +148,35 @@ def _profile(rt) -> dict:
                 prof[key] += time.perf_counter() - t0
         return f
 
+    def timed_iter(fn, key):
+        def f(*a, **k):
+            it = iter(fn(*a, **k))
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    prof[key] += time.perf_counter() - t0
+                    return
+                prof[key] += time.perf_counter() - t0
+                yield item
+        return f
+
     rt.classify = timed(rt.classify, "classify_s")
     rt.detect = timed(rt.detect, "detect_s")
+    scorer.iter_frames = timed_iter(scorer.iter_frames, "decode_s")
+    scorer.detector_prep = timed(scorer.detector_prep, "detector_input_s")
+    scorer.crop = timed(scorer.crop, "crop_s")
+    to_logits = scorer.faces_to_logits
+
+    def faces_to_logits(faces):  # its classify time is counted in classify_s: the rest is the input's
+        t0, c0 = time.perf_counter(), prof["classify_s"]
+        try:
+            return to_logits(faces)
+        finally:
+            prof["classifier_input_s"] += time.perf_counter() - t0 - (prof["classify_s"] - c0)
+
+    scorer.faces_to_logits = faces_to_logits
     return prof
 
 
