@@ -117,3 +117,71 @@ def test_torch_groups_bounded_memory_give_the_same_bytes(device, monkeypatch):
     for w, g in zip(want, got):
         assert torch.equal(w, g)
     assert np.array_equal(got[0][1].numpy(), resize_uint8(frames[0].cpu().numpy(), (45, 80)))
+
+
+WHOLE = [(720, 1280, 360, 640), (1080, 1920, 360, 640), (1440, 2560, 360, 640), (1280, 720, 640, 360),
+         (1800, 3200, 360, 640), (1920, 1080, 640, 360), (63, 98, 21, 49), (9, 14, 3, 7), (7, 9, 1, 3)]
+
+
+def _frame(h, w, seed, kind):
+    rng = np.random.default_rng(seed)
+    if kind == "noise":
+        return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    if kind == "flat":  # extremes: sums at their largest (255 everywhere) next to 0
+        img = np.full((h, w, 3), 255, np.uint8)
+        img[: h // 3] = 0
+        return img
+    y, x = np.mgrid[0:h, 0:w]  # smooth ramps with edges, where ties of the rounding are common
+    img = np.stack([(x * 7 + y * 3) % 256, (x // 5 * 40) % 256, (y * 11) % 256], -1).astype(np.uint8)
+    return img
+
+
+@pytest.mark.parametrize("h,w,oh,ow", WHOLE)
+def test_whole_factor_downscale_is_the_definition_bit_for_bit(h, w, oh, ow):
+    """The detector input's fast form (OpenCV filters) equals resize_uint8, and so Pillow, on every pixel,
+    edges included, for frames of noise, ramps and saturated blocks."""
+    from PIL import Image
+
+    from dfserve.resize import downscale_whole, whole_factor_plans
+
+    assert whole_factor_plans((h, w), (oh, ow)) is not None
+    for kind, seed in (("noise", 1), ("ramp", 2), ("flat", 3)):
+        img = _frame(h, w, seed, kind)
+        want = resize_uint8(img, (oh, ow))
+        got = downscale_whole(img, (oh, ow))
+        assert got is not None and np.array_equal(got, want), (h, w, kind, int((got != want).sum()))
+        pil = np.asarray(Image.fromarray(img).resize((ow, oh), Image.BILINEAR))  # aspect kept: one order
+        assert np.array_equal(pil, want)
+    gray = _frame(h, w, 4, "noise")[:, :, 0]
+    assert np.array_equal(downscale_whole(gray, (oh, ow)), resize_uint8(gray, (oh, ow)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_whole_factor_downscale_in_torch_is_the_definition(device):
+    """The torch form (strided integer convolutions, used for the detector input on the GPU) gives
+    resize_uint8's values for a batch of frames, every whole factor above."""
+    torch = pytest.importorskip("torch")
+    from dfserve.resize import downscale_frames_torch
+
+    for h, w, oh, ow in WHOLE[:7]:
+        frames = np.stack([_frame(h, w, s, k) for s, k in ((5, "noise"), (6, "ramp"), (7, "flat"))])
+        got = downscale_frames_torch(torch.from_numpy(frames).to(device), (oh, ow))
+        assert got.dtype == torch.float32 and tuple(got.shape) == (3, 3, oh, ow)
+        got = got.permute(0, 2, 3, 1).cpu().numpy()
+        for k in range(3):
+            want = resize_uint8(frames[k], (oh, ow))
+            assert np.array_equal(got[k], want.astype(np.float32)), (h, w, k)
+
+
+def test_whole_factor_form_only_where_it_is_exact():
+    """No fast form for fractional factors (854x480 -> 640x360), enlargements, or whole factors whose fixed-point
+    weights are not exact and whose divisor is even (6: 4K -> 640x360): those frames are resized another way."""
+    from dfserve.resize import downscale_whole, whole_factor, whole_factor_plans
+
+    assert whole_factor_plans((480, 854), (360, 640)) is None
+    assert whole_factor_plans((2160, 3840), (360, 640)) is None and whole_factor(3840, 640) is None
+    assert whole_factor(640, 640) is None and whole_factor(320, 640) is None
+    assert downscale_whole(np.zeros((480, 854, 3), np.uint8), (360, 640)) is None
+    for f in (2, 3, 4, 5, 7, 8):
+        p = whole_factor(640 * f, 640)
+        assert p is not None and p.factor == f and sum(p.kernel) == p.divisor

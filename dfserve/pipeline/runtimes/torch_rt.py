@@ -204,11 +204,15 @@ def frames_to_detector(frames, max_side: int = spec.DETECTOR_MAX_SIDE, channels_
     (what the detector on the GPU wants) instead of a copy to NCHW."""
     import torch
 
-    from ...resize import resize_crops_torch
+    from ...resize import downscale_frames_torch, resize_crops_torch
     from ..faces import detector_size
 
     n, H, W = frames.shape[0], frames.shape[1], frames.shape[2]
     h, w, scale = detector_size(H, W, max_side)
+    if scale < 1.0 and frames.is_cuda and (x := downscale_frames_torch(frames, (h, w))) is not None:
+        # whole factors on the GPU: two strided integer convolutions (same values); on the CPU the tap windows
+        # below are faster (16 1080p frames, one thread: 0.36 s against 0.49 s)
+        return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), scale
     if scale < 1.0:
         tblr = np.tile(np.array([[0, H, 0, W]], np.int64), (n, 1))
         frames = resize_crops_torch(frames, torch.arange(n, device=frames.device), tblr, (h, w))
@@ -249,7 +253,7 @@ def crop_resize(frames, boxes: Sequence[Optional[np.ndarray]], margin: float = 0
     """
     import torch
 
-    from ...resize import resize_crops_torch
+    from ...resize import downscale_frames_torch, resize_crops_torch
 
     dev = frames.device
     n = len(boxes)
