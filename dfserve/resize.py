@@ -18,7 +18,7 @@ do the integer arithmetic exactly (numpy in float64: every product and partial s
 2**-22 below 2**9 once the weights are scaled by 2**-22; torch in int32: sums stay below 2**31), so they
 agree with each other and with Pillow 12 bit for bit (tests/test_resize.py, golden data from Pillow 12).
 
-numpy (`resize_uint8`): each pass is one batched BLAS product over bands of the weight matrix
+numpy (`resize_uint8`): each pass is one batched BLAS product over bands of the weight matrix, on channel planes
 (blocks of output pixels and the input span they read, as strided views: no gather copies); the blocks'
 stride is chosen per size for the narrowest span.
 torch (`resize_crops_torch`): crops of different sizes cut from a batch of frames on any device, each
@@ -31,6 +31,7 @@ than Pillow on a 720p frame) and in torch (`downscale_frames_torch`, strided con
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from dataclasses import dataclass
 from typing import Tuple
@@ -134,36 +135,12 @@ _scratch = threading.local()
 def _buffer(slot: str, shape: Tuple[int, ...]) -> np.ndarray:
     """A float64 work array of `shape`, reused by this thread (fresh arrays of this size come from mmap and
     cost more in page faults than the arithmetic: measured 3x slower per crop)."""
-    need = int(np.prod(shape))
+    need = math.prod(shape)
     buf = getattr(_scratch, slot, None)
     if buf is None or buf.size < need:
         buf = np.empty(max(need, 1 << 16), np.float64)
         setattr(_scratch, slot, buf)
     return buf[:need].reshape(shape)
-
-
-def _lines(band: _Band, slot: str, in_size: int, n: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(buffer [padded, n] with its zero lines set, the view of its in_size input lines to fill)."""
-    lines = _buffer(slot, (band.padded, n))
-    lines[:band.lead] = 0.0
-    lines[band.lead + in_size:] = 0.0
-    return lines, lines[band.lead:band.lead + in_size]
-
-
-def _pass(band: _Band, lines: np.ndarray, out_size: int, slot: str) -> np.ndarray:
-    """One pass: lines float64 [padded, n] -> float64 [out_size, n] = Pillow's (sum + HALF) >> 22 (clipped
-    where it can pass 255), exact: every product and partial sum is a multiple of 2**-22 below 2**9. One
-    batched BLAS product whose blocks read strided views of `lines` (no copies)."""
-    n = lines.shape[1]
-    item = lines.itemsize
-    view = np.lib.stride_tricks.as_strided(lines[band.base:], (band.weights.shape[0], band.span, n),
-                                           (band.step * n * item, n * item, item), writeable=False)
-    acc = _buffer(slot, (band.weights.shape[0], BAND, n))
-    np.matmul(band.weights, view, out=acc)
-    t = acc.reshape(-1, n)[:out_size]
-    t += 0.5
-    np.floor(t, out=t)
-    return np.minimum(t, 255.0, out=t) if band.clip else t
 
 
 def _check(img: np.ndarray) -> np.ndarray:
@@ -187,9 +164,33 @@ def output_hw(size) -> Tuple[int, int]:
     return oh, ow
 
 
+@functools.lru_cache(maxsize=4096)
+def _band_t(in_size: int, out_size: int) -> np.ndarray:
+    """The band weights of (in_size, out_size) as right-hand factors: float64 [blocks, span, BAND]."""
+    return np.ascontiguousarray(_band(in_size, out_size).weights.transpose(0, 2, 1))
+
+
+def _strided(base: np.ndarray, offset: int, shape: Tuple[int, ...], strides: Tuple[int, ...]) -> np.ndarray:
+    """A view of the contiguous float64 `base` (offset and strides in elements; cheaper than as_strided)."""
+    return np.ndarray(shape, np.float64, base, offset * 8, tuple(s * 8 for s in strides))
+
+
+def _round_half_down(t: np.ndarray, clip: bool) -> None:
+    """In place: Pillow's (sum + HALF) >> PRECISION_BITS on exact sums scaled by 2**-PRECISION_BITS."""
+    t += 0.5
+    np.floor(t, out=t)
+    if clip:
+        np.minimum(t, 255.0, out=t)
+
+
 def resize_uint8(img: np.ndarray, size=spec.FACE_SIZE) -> np.ndarray:
     """uint8 [H,W,C] (or [H,W]) -> uint8 [oh,ow,C] (`size`: an int for a square, or (oh, ow)): the seed's
-    resize (module docstring), in numpy."""
+    resize (module docstring), in numpy.
+
+    The image is split into channel planes (OpenCV's split) inside a zero-padded float64 buffer; the
+    horizontal pass is one batched BLAS product per band with the planes' rows on the left (no transpose of
+    the input), written straight into the 8-bit intermediate's layout [C, H, ow], whose columns are the
+    vertical pass's lines (no transpose between the passes either); the planes merge back at the end."""
     img = _check(img)
     oh, ow = output_hw(size)
     gray = img.ndim == 2
@@ -197,15 +198,40 @@ def resize_uint8(img: np.ndarray, size=spec.FACE_SIZE) -> np.ndarray:
         img = img[:, :, None]
     h, w, c = img.shape
     bx, by = _band(w, ow), _band(h, oh)
-    # horizontal pass: its lines are the input's columns, each holding (channel, row)
-    lines, inp = _lines(bx, "lines", w, c * h)
-    np.copyto(inp.reshape(w * c, h), img.reshape(h, w * c).T)  # uint8 -> float64, 2-D transpose
-    across = _pass(bx, lines, ow, "across")  # [ow, (channel, row)], 8-bit values
-    # vertical pass: its lines are the rows of the 8-bit intermediate image, each holding (column, channel)
-    lines, inp = _lines(by, "lines_down", h, ow * c)
-    np.copyto(inp.reshape(h, ow, c), across.reshape(ow, c, h).transpose(2, 0, 1))
-    out = _pass(by, lines, oh, "down").astype(np.uint8).reshape(oh, ow, c)
-    return out[:, :, 0] if gray else out
+    wx = _band_t(w, ow)
+    nx, ny = bx.weights.shape[0], by.weights.shape[0]
+    ph, pw, owp = by.padded, bx.padded, nx * BAND
+    # the planes [C, padded H, padded W]: zero lines around the image, where bands read past its edges
+    src = _buffer("planes", (c, ph, pw))
+    src[:, :by.lead] = 0.0
+    src[:, by.lead + h:] = 0.0
+    src[:, :, :bx.lead] = 0.0
+    src[:, :, bx.lead + w:] = 0.0
+    inner = src[:, by.lead:by.lead + h, bx.lead:bx.lead + w]
+    cv2 = _cv2() if c in (3, 4) else None
+    if cv2 is not None:  # OpenCV deinterleaves uint8 channels several times faster than a strided numpy copy
+        for k, plane in enumerate(cv2.split(np.ascontiguousarray(img))):
+            inner[k] = plane
+    else:
+        np.copyto(inner, img.transpose(2, 0, 1))
+    # horizontal pass: every row of every plane (pad rows included: they stay 0) times the band weights
+    rows = c * ph
+    mid = _buffer("across", (rows, owp))
+    np.matmul(_strided(src, bx.base, (nx, rows, bx.span), (bx.step, pw, 1)), wx,
+              out=_strided(mid, 0, (nx, rows, BAND), (BAND, owp, 1)))
+    _round_half_down(mid, bx.clip)  # the 8-bit intermediate image, [C, padded H, ow (+ unused columns)]
+    # vertical pass: per plane, the band weights times its rows
+    acc = _buffer("down", (c, ny, BAND, owp))
+    np.matmul(by.weights, _strided(mid, by.base * owp, (c, ny, by.span, owp), (ph * owp, by.step * owp, owp, 1)),
+              out=acc)
+    t = acc.reshape(c, ny * BAND, owp)[:, :oh, :ow]
+    _round_half_down(t, by.clip)
+    planes = t.astype(np.uint8)
+    if gray:
+        return planes[0]
+    if cv2 is not None:
+        return cv2.merge(list(planes))
+    return np.ascontiguousarray(planes.transpose(1, 2, 0))
 
 
 def resize_many(images, size: int = spec.FACE_SIZE) -> np.ndarray:
