@@ -87,6 +87,13 @@ CONFIGS = [  # (name, runtime, precision, $DFSERVE_MODEL_THREADS or None for the
     ("openvino fp32 all free-prep", "openvino", "fp32", "all"),
     ("openvino int8 all free-prep", "openvino", "int8", "all"),
     ("openvino int8 1,2", "openvino", "int8", "1,2"),
+    ("openvino int8 2,1", "openvino", "int8", "2,1"),
+    ("openvino int8 1,1", "openvino", "int8", "1,1"),
+    ("openvino fp32 1,1", "openvino", "fp32", "1,1"),
+    ("openvino bf16 all", "openvino", "bf16", "all"),
+    ("openvino bf16 2,1", "openvino", "bf16", "2,1"),
+    ("openvino bf16 1,2", "openvino", "bf16", "1,2"),
+    ("openvino int8 all", "openvino", "int8", "all"),
 ]
 
 

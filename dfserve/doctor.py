@@ -185,12 +185,17 @@ def probe_cpu_threads() -> Dict[str, Any]:
     """The CPU cores this process may use and the threads each network gets when both run at once (issue 23)."""
     from .pipeline.runtimes.ort import MODEL_THREADS_ENV, default_threads, model_threads
 
+    from .pipeline.precisions import PRECISIONS
+
     cores = default_threads()
     try:
-        det, cls = model_threads(cores)
+        per = {p: model_threads(cores, p) for p in PRECISIONS}
     except Exception as exc:  # noqa: BLE001 - a bad $DFSERVE_MODEL_THREADS is reported, not raised
         return {"cores": cores, "reason": str(exc)[:200]}
-    return {"cores": cores, "detector": det, "classifier": cls, "override": os.environ.get(MODEL_THREADS_ENV) or None}
+    det, cls = per["fp32"]
+    return {"cores": cores, "detector": det, "classifier": cls,
+            "per_precision": {p: {"detector": d, "classifier": c} for p, (d, c) in per.items()},
+            "override": os.environ.get(MODEL_THREADS_ENV) or None}
 
 
 def _backends(folder: Optional[Path]) -> List[str]:
@@ -368,8 +373,9 @@ def render(f: Dict[str, Any]) -> str:
     ct = f.get("cpu_threads")
     if ct:
         L.append(f"CPU threads    {ct['cores']} cores; " + (
-            f"OpenVINO detector {ct['detector']} + classifier {ct['classifier']} threads (the two run at the same time; "
-            "$DFSERVE_MODEL_THREADS=D,C changes it)"
+            "OpenVINO detector + classifier threads (the two run at the same time; $DFSERVE_MODEL_THREADS=D,C "
+            "changes it): " + ", ".join(f"{p} {t['detector']} + {t['classifier']}"
+                                        for p, t in ct.get("per_precision", {}).items())
             + (", from $DFSERVE_MODEL_THREADS=" + str(ct["override"]) if ct.get("override") else "")
             if "detector" in ct else f"bad $DFSERVE_MODEL_THREADS: {ct['reason']}"))
     L += ["", "What will work here:"]

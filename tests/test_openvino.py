@@ -142,11 +142,17 @@ def test_model_threads_split_the_cores_and_the_env_overrides(monkeypatch):
     from dfserve.pipeline.runtimes.ort import MODEL_THREADS_ENV, model_threads
 
     monkeypatch.delenv(MODEL_THREADS_ENV, raising=False)
-    for cores in (1, 2, 3, 4, 8, 16, 64):  # measured fastest on 2 cores: every core for each network
-        assert model_threads(cores) == (cores, cores)
+    for cores in (1, 3, 4, 8, 16, 64):  # not measured beyond 2 cores: every core for each network
+        for precision in ("fp32", "bf16", "int8"):
+            assert model_threads(cores, precision) == (cores, cores)
+    # measured fastest on 2 cores: the network that costs less per frame gets one thread, the dearer one both
+    assert model_threads(2) == model_threads(2, "fp32") == (1, 2)
+    assert model_threads(2, "bf16") == (1, 2)
+    assert model_threads(2, "int8") == (2, 1)  # the int8 classifier is cheaper than the (bf16) detector
     assert model_threads()[0] >= 1
     monkeypatch.setenv(MODEL_THREADS_ENV, "all")
     assert model_threads(4) == (4, 4)
+    assert model_threads(2, "int8") == (2, 2)
     monkeypatch.setenv(MODEL_THREADS_ENV, "1,3")
     assert model_threads(4) == (1, 3)
     monkeypatch.setenv(MODEL_THREADS_ENV, "two")

@@ -90,8 +90,8 @@ class OpenVinoRuntime:
 
         self.threads = int(threads or default_threads())
         # the detector (locate thread) and the classifier (calling thread) run at the same time; threads per
-        # network from model_threads (every core each unless $DFSERVE_MODEL_THREADS: docs/cpu-speed.md)
-        self.detector_threads, self.classifier_threads = model_threads(self.threads)
+        # network from model_threads (on 2 cores the cheaper network gets one: docs/cpu-speed.md section 1)
+        self.detector_threads, self.classifier_threads = model_threads(self.threads, precision)
         self.classifier_batch = classifier_batch
         cls_path = classifier_file(models_dir, precision)
         if not cls_path.is_file():

@@ -49,16 +49,23 @@ def default_threads() -> int:
 MODEL_THREADS_ENV = "DFSERVE_MODEL_THREADS"
 
 
-def model_threads(cores: int | None = None) -> Tuple[int, int]:
+# The network that costs more CPU per frame on OpenVINO, per --precision (720p, 2-core AMD EPYC, stage costs of
+# `dfserve bench --runtimes`: fp32 classifier 26.3 ms vs detector 18.8; bf16 classifier 11.6 vs detector 8.4; int8
+# detector 8.4 (it stays bf16) vs classifier 6.0)
+DEARER_NETWORK = {"fp32": "classifier", "bf16": "classifier", "int8": "detector"}
+
+
+def model_threads(cores: int | None = None, precision: str = "fp32") -> Tuple[int, int]:
     """(detector threads, classifier threads) for a CPU runtime whose two networks run at the same time (the
     engine's locate thread runs the detector while the calling thread classifies: engine.py), so their times
     overlap instead of adding up.
 
-    Default: every core for each network. Measured on 2 cores (10-s 720p, `--sample all`, interleaved A/B,
-    docs/cpu-speed.md): giving each network its own share (1 + 1) was slower at every quiet round (fp32 46.2
-    vs 48.5 frames/s, int8 90.5 vs 94.4): a network alone cannot use the core the other leaves idle, and
-    OpenVINO's pools share TBB's one worker thread, so "2 + 2" is not a 4-thread oversubscription. (Under heavy
-    outside load, load average 8, the split won some rounds: `$DFSERVE_MODEL_THREADS` chooses it.)
+    On 2 cores, the network that costs less per frame (DEARER_NETWORK names the other) gets one thread and the
+    dearer one both: interleaved A/B on a 2-core AMD EPYC, 10-s 720p, `--sample all` (benchmarks/cpu_overlap.py,
+    docs/cpu-speed.md section 1): fp32 41.2 vs 40.0 frames/s with every core each (5 rounds, ahead in 4, tied
+    in 1), bf16 69.9 vs 67.5 (3 of 3), int8 84.7 vs 82.5 (8 rounds, ahead in 7); the other way round loses
+    (fp32 34.5, bf16 61.8), and one thread each loses too (fp32 35.9, int8 79.1). Elsewhere every core for each
+    network (not measured on more cores; on the 2-core Xeon the split 1 + 1 lost to it).
     `$DFSERVE_MODEL_THREADS`: "D,C" (e.g. "1,1") or "all".
     """
     cores = int(cores or default_threads())
@@ -71,6 +78,8 @@ def model_threads(cores: int | None = None) -> Tuple[int, int]:
 
             raise UsageError(f"${MODEL_THREADS_ENV} must be 'D,C' (two thread counts) or 'all', got {env!r}") from None
         return max(1, d), max(1, c)
+    if cores == 2 and env != "all":
+        return (2, 1) if DEARER_NETWORK.get(precision, "classifier") == "detector" else (1, 2)
     return cores, cores
 
 
