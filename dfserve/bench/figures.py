@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = "benchmarks/results"
 CPU = f"{RESULTS}/amd-epyc-2c-nogpu"
 XEON = f"{RESULTS}/intel-r-xeon-r-processor-2c-nogpu"
+# the latest one-run CPU bench with stage costs and bounds (issue 23: `dfserve bench --runtimes ... --quick --long
+# 600`, whose cpu_runtimes.json is kept under this name beside the machine's full (720p + 1080p) cpu_runtimes.json)
+CPU_BOUNDS = f"{CPU}/cpu_bounds.json"
 H200 = f"{RESULTS}/intel-r-xeon-r-processor-16c-nvidia-h200"
 BLOCK = re.compile(r"(<!-- figures:(?P<name>[a-z0-9_-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
 
@@ -99,7 +102,7 @@ def h200_machine(ctx: Ctx) -> dict:
 # ---------------------------------------------------------------------------------------------------- tables
 def summary(ctx: Ctx) -> List[str]:
     """The README's one table: CPU (2 cores) and H200, each row with its machine, date and source."""
-    rel = f"{XEON}/cpu_runtimes.json"  # the latest one-run CPU bench (issue 23)
+    rel = CPU_BOUNDS  # the latest one-run CPU bench (issue 23)
     cr = ctx.load(rel)
     e = cr["end_to_end"]["720p H.264 10 s (300 frames)"]
     u = cr["u_faces_per_s"]
@@ -190,7 +193,7 @@ def cpu_runtimes(ctx: Ctx) -> List[str]:
 def cpu_bounds(ctx: Ctx) -> List[str]:
     """docs/cpu-speed.md: one `dfserve bench --runtimes` run: every mode's frames/s in u, its stages' CPU ms per
     frame, the bound they give, and what bounds it; the seed (extrapolated) and the long video."""
-    rel = f"{XEON}/cpu_runtimes.json"
+    rel = CPU_BOUNDS
     cr = ctx.load(rel)
     u, cores = cr["u_faces_per_s"], cr["machine"]["cores"]
     e = next(iter(cr["end_to_end"].values()))
@@ -213,7 +216,8 @@ def cpu_bounds(ctx: Ctx) -> List[str]:
                  "crop+resize", "cls. input", "classifier", "sum (CPU ms/frame)", f"bound: {cores} x 1000 / sum",
                  "measured / bound", "cores busy", "largest stage"], rows)
     mc = cr["micro"]["classifier_faces_per_s"]
-    out += ["", f"u = {f1(u)} faces/s ({cr['u']}). Classifier alone on every core, faces/s at batch 8 / 32: "
+    threads = "every core" if cr["micro"].get("threads") == "all" else "the engine's threads per network"
+    out += ["", f"u = {f1(u)} faces/s ({cr['u']}). Classifier alone ({threads}), faces/s at batch 8 / 32: "
             + ", ".join(f"{k} {f0(v['8'])} / {f0(v['32'])}" for k, v in mc.items()) + "."]
     lv = cr.get("long_video")
     if lv:

@@ -192,6 +192,20 @@ def box_fidelity(models_dir: str, clips: List[str], seed_run: dict, n_frames: in
     return fidelity(clips, rt, seed_p, n_frames, resolved.model_id)
 
 
+def fidelity_markdown(fid) -> List[str]:
+    """The report's fidelity section (`box_fidelity`'s result), shared by both bench reports."""
+    if not fid:
+        return []
+    lines = ["", f"## Fidelity to the seed pipeline (first {fid['frames_per_video']} frames, {fid['videos']} "
+                 "video(s), same weights, --no-face frame)", "",
+             "| crops | box IoU mean | box IoU min | frames | mean abs dp_fake | max abs dp_fake |",
+             "|---|---|---|---|---|---|"]
+    for k, m in fid["modes"].items():
+        lines.append(f"| {k} | {m['box_iou_mean']} | {m['box_iou_min']} | {m['frames_compared']} | "
+                     f"{m['dp_fake_mean']} | {m['dp_fake_max']} |")
+    return lines
+
+
 def agreement(seed: dict, ours: dict) -> dict:
     pairs = [(s, o) for s, o in zip(seed["per_video"], ours["per_video"]) if s["label"] and o["label"]]
     if not pairs:
@@ -243,15 +257,7 @@ def markdown(result: dict) -> str:
     if gpu_runs:
         lines += ["", "Peak GPU memory: " + ", ".join(f"{r['name']} {r['setting']} {r['peak_gpu_mem_mb']} MB"
                                                     for r in gpu_runs)]
-    fid = result.get("fidelity")
-    if fid:
-        lines += ["", f"## Fidelity to the seed pipeline (first {fid['frames_per_video']} frames, {fid['videos']} "
-                      "videos, same weights, --no-face frame)", "",
-                  "| crops | box IoU mean | box IoU min | frames | mean abs dp_fake | max abs dp_fake |",
-                  "|---|---|---|---|---|---|"]
-        for k, m in fid["modes"].items():
-            lines.append(f"| {k} | {m['box_iou_mean']} | {m['box_iou_min']} | {m['frames_compared']} | "
-                         f"{m['dp_fake_mean']} | {m['dp_fake_max']} |")
+    lines += fidelity_markdown(result.get("fidelity"))
     lines += ["", "## Verdict agreement (seed vs dfserve, same weights, same first N frames)", "",
               "The seed finds faces with dlib HOG, dfserve with RetinaFace (boxes mapped to dlib's framing by "
               "default), so crops still differ slightly.", "",

@@ -17,7 +17,10 @@ weights, measures:
    onnxruntime fp32 classifier faces/s at batch 8 of the same run;
 5. with --long SECONDS: the 10-s 720p clip looped (remuxed) into a SECONDS-long video, scored by the default
    CPU path (fp32) with --long-sample (default all), for its frames/s and peak RSS (memory must stay flat in
-   video length).
+   video length);
+6. with the seed pipeline: the engine's boxes and verdict against the seed's on the clip's first 20 frames,
+   per box convention (before / after the box mapping, `--detector dlib`; `run.box_fidelity`), as `dfserve
+   bench` without --runtimes reports them.
 
 Writes cpu_runtimes.json, cpu_runtimes.md and cpu_runtimes.png to <out>/<machine>/.
 """
@@ -36,7 +39,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .run import ensure_models, machine_info, machine_slug, run_config
+from .run import box_fidelity, ensure_models, fidelity_markdown, machine_info, machine_slug, run_config
 
 log = logging.getLogger("dfserve.bench")
 
@@ -79,7 +82,18 @@ def micro(models: Path, pairs: List[Tuple[str, str]], rounds: int, reps: int = 3
     frame = np.zeros((720, 1280, 3), np.uint8)
     frame[100:612, 400:912] = astronaut_bgr()
     det_x, _ = detector_input([frame] * 16, 640)
-    rts = {pr: load_runtime(pr[0], resolve_models(models=models), batch=32, precision=pr[1]) for pr in pairs}
+    from ..pipeline.runtimes.ort import MODEL_THREADS_ENV
+
+    # each network alone here: every core for each (the engine's split, model_threads, is for the two at once)
+    saved = os.environ.get(MODEL_THREADS_ENV)
+    os.environ[MODEL_THREADS_ENV] = "all"
+    try:
+        rts = {pr: load_runtime(pr[0], resolve_models(models=models), batch=32, precision=pr[1]) for pr in pairs}
+    finally:
+        if saved is None:
+            os.environ.pop(MODEL_THREADS_ENV, None)
+        else:
+            os.environ[MODEL_THREADS_ENV] = saved
     cls: Dict[str, dict] = {f"{rt} {p}": {8: [], 32: []} for rt, p in pairs}
     det: Dict[str, dict] = {f"{rt} {p}": {8: [], 16: []} for rt, p in pairs}
     for r in range(rounds):
@@ -93,7 +107,13 @@ def micro(models: Path, pairs: List[Tuple[str, str]], rounds: int, reps: int = 3
     def med(d):
         return {k: {str(b): round(statistics.median(v), 1) for b, v in bs.items()} for k, bs in d.items()}
 
-    return {"classifier_faces_per_s": med(cls), "detector_frames_per_s_640x360": med(det)}
+    return {"classifier_faces_per_s": med(cls), "detector_frames_per_s_640x360": med(det), "threads": "all"}
+
+
+def micro_label(mic: dict) -> str:
+    """What the micro figures' threads were: every core (from 2026-12-05 on), or before that OpenVINO's split
+    per network (model_threads: on 2 cores one thread for the cheaper network) in the run of that day."""
+    return "every core" if mic.get("threads") == "all" else "the engine's threads per network (model_threads)"
 
 
 # ------------------------------------------------------------------------------------- stage costs
@@ -253,7 +273,8 @@ def end_to_end(models: str, checkpoint: str, videos: Dict[str, str], pairs, roun
             rest = 1000 * v["seconds"] / n - sum(per.values())
             per["crop_resize_other"] = max(0.0, rest)
             rows[f"seed pipeline (first {SEED_FRAMES} frames)"] = {
-                "frames_per_s": n / v["seconds"], "peak_rss_mb": s["peak_rss_mb"], "frames": n,
+                "frames_per_s": n / v["seconds"], "peak_rss_mb": s["peak_rss_mb"], "frames": n, "path": path,
+                "p_fake": v.get("p_fake"),
                 "seconds": v["seconds"],
                 "profile": {"classify_s": round(v["model_s"], 3), "detect_s": round(v["detect_s"], 3),
                             "decode_s": round(v["decode_s"], 3)},
@@ -362,7 +383,7 @@ def markdown(res: dict) -> str:
               f"else running, {res['machine']['cores']} cores allow at most {res['machine']['cores']} x 1000 / "
               "(sum) frames/s: the `bound`.", "",
               "| mode | decode | det. input | detector | crop+resize | cls. input | classifier | sum | bound frames/s "
-              "(in u) | classifier alone, every core | measured (in u) | measured / bound | cores busy | "
+              f"(in u) | classifier alone, {micro_label(res['micro'])} | measured (in u) | measured / bound | cores busy | "
               "largest stage |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for key, b in bd.items():
             c = b["cpu_ms_per_frame"]
@@ -392,6 +413,7 @@ def markdown(res: dict) -> str:
           "| runtime precision | batch 8 | batch 16 | x onnxruntime fp32 (b8) |", "|---|---|---|---|"]
     L += [f"| {k} | {v['8']} | {v['16']} | {v['8'] / d0:.2f}x |"
           for k, v in mc["detector_frames_per_s_640x360"].items()]
+    L += fidelity_markdown(res.get("fidelity"))
     L += ["", "## Drift against fp32 (recorded by the export in metadata.json)", "",
           f"Validation crops: {res['drift_crops']}. Seeded random weights are chaotic (labels of frames near "
           "p=0.5 flip under tiny changes); the features' cosine similarity is the steadier measure.", "",
@@ -493,13 +515,18 @@ def run(args) -> int:
     u = mic["classifier_faces_per_s"][" ".join(BASELINE)]["8"]
     bnd = bounds(stages, e2e[next(iter(videos))], mic, u, info["cores"])
     longv = long_video(models, first, work, args.long, args.long_sample, args.threads) if args.long else None
+    # boxes and verdicts against the seed pipeline's (issue 29): its first frames of the clip, per box convention
+    seed_row = next((r for k, r in e2e[next(iter(videos))].items() if k.startswith("seed")), None)
+    fid = (box_fidelity(models, [first], {"per_video": [{"path": first, "p_fake": seed_row["p_fake"]}]},
+                        SEED_FRAMES, args.threads) if seed_row and seed_row.get("p_fake") is not None else None)
     res = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "command": "dfserve bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]), "machine": info,
            "load_average_samples": load, "rounds": rounds,
            "weights": "seeded random (seed 0), UNTRAINED" if untrained else f"checkpoint {Path(checkpoint).name}",
            "u_faces_per_s": u,
            "u": "onnxruntime fp32 classifier faces/s at batch 8, every thread (the `micro` of this run)",
-           "end_to_end": e2e, "stage_costs": stages, "bounds": bnd, "long_video": longv, "micro": mic,
+           "end_to_end": e2e, "stage_costs": stages, "bounds": bnd, "long_video": longv, "fidelity": fid,
+           "micro": mic,
            "drift": {p: {k: v for k, v in e.items() if not k.startswith("_")}
                      for p, e in meta.get("precisions", {}).items()},
            "drift_crops": meta.get("precision_validation", {}).get("crops"),

@@ -89,11 +89,12 @@ def run_dfserve(cfg) -> list:
         config = ScorerConfig(models=Path(cfg["models"]), device=cfg.get("device", "cuda") if gpu else "cpu",
                               runtime=cfg.get("runtime", "torch" if gpu else "auto"), threads=cfg.get("threads") or 0,
                               precision=cfg.get("precision", "fp32"))
-    if cfg.get("warmup"):
+    warm = None
+    if cfg.get("warmup"):  # the measured scorer reuses the warmed runtime: one copy of the models, as in `dfserve score`
         warm = make_scorer(ScoreOptions(sample=parse_policy("first:32"), **o), config)
         list(warm.score(cfg["videos"][:1]))
-        del warm
-    scorer = make_scorer(opts, config)
+    scorer = make_scorer(opts, config, share_with=warm)
+    del warm
     prof = _profile(scorer) if cfg.get("profile") else None
     out = []
     # one video at a time for per-video latency; the throughput run below batches across videos
