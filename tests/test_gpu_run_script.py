@@ -66,3 +66,17 @@ def test_fetch_wheels_dry_run_names_the_pinned_wheels():
     assert r.returncode == 0, r.stderr
     assert "pynvvideocodec==2.2.4" in r.stdout and "--python-version 3.12" in r.stdout
     assert "-d .whl/step1" in r.stdout and "-d .whl/step2" in r.stdout and "tritonclient==" in r.stdout
+
+
+def test_each_step_keeps_to_its_budget(tmp_path):
+    """A step's stages get min(their cap, what is left of --budget before the summary); with too little left a
+    stage is skipped with a line, and the summary (which writes gpu-results.json) still runs."""
+    r = dry("step1", results=tmp_path / "r")
+    assert "budget: 480 s for this step" in r.stdout  # the issue's one command of at most 8 minutes
+    r = dry("step1", "--budget", "100", results=tmp_path / "r")
+    assert r.returncode == 0, r.stderr
+    assert "timeout 55 " in r.stdout and " prepare\n" in r.stdout  # 100 s less the 45 s kept for the summary
+    assert "timeout 200 " not in r.stdout
+    r = dry("hot", "--budget", "50", results=tmp_path / "r")
+    assert "skipped, the step's 50-s budget is spent" in r.stderr and "hotpath" in r.stderr
+    assert " summary\n" in r.stdout

@@ -4,6 +4,7 @@
 # benchmarks/results/<device>/.
 #
 #   bash benchmarks/gpu/run.sh step1|step2|hot|prep|triton|all   (or --step N)   [--dry-run] [--results DIR] [--clips N]
+#                                [--budget SECONDS]   (each step's wall-clock budget, default 480: 8 minutes)
 #
 # Written for a bare GPU machine that holds only the repository and cannot reach any package index
 # (Python 3.12, torch CUDA, onnx, onnxruntime, numpy 2, opencv, scikit-image, pytest preinstalled):
@@ -30,6 +31,9 @@
 #          right after prep (same warm machine): the gpu flavor served by a real tritonserver on the GPU,
 #          agreement, CUDA shared memory, whole videos at concurrency 1/4/16/64, perf_analyzer, the gpu
 #          tests of tests/test_triton_gpu.py                                                 (~3-5 min)
+# Each step ends within --budget seconds (default 480): every stage's timeout is its own cap or what is left of
+# the budget less the 45 s kept for the summary, whichever is smaller; a stage with under 10 s left is skipped
+# with a line saying so, and the summary still writes gpu-results.json from what ran.
 # --dry-run prints the install plan, the commands and the result layout, and runs nothing (works on CPU).
 # Where $OUT is set (the device tool), each step also copies its result files there (at most 8).
 set -uo pipefail
@@ -43,8 +47,10 @@ STEP=""
 DRY=0
 RESULTS=""
 CLIPS=4
+BUDGET=480
+RESERVE=45  # seconds of each step's budget kept for its summary
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     step1|step2|hot|prep|triton|all) STEP="$1" ;;
@@ -53,6 +59,7 @@ while [ $# -gt 0 ]; do
     --dry-run) DRY=1 ;;
     --results) shift; RESULTS="${1:-}" ;;
     --clips) shift; CLIPS="${1:-4}" ;;
+    --budget) shift; BUDGET="${1:-480}" ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
@@ -82,6 +89,24 @@ run() {  # run a command (or print it in a dry run); a failure is recorded, the 
   say "$*"
   [ "$DRY" = 1 ] && return 0
   "$@" || { echo "!! failed ($?): $*" >&2; STATUS=1; }
+}
+
+STEP_START=$SECONDS
+begin_step() { STEP_START=$SECONDS; echo "budget: ${BUDGET} s for this step (${RESERVE} s of it kept for the summary)"; }
+cap() {  # the timeout a stage gets: its own cap, or what is left of the step's budget before the summary
+  local t=$(( BUDGET - RESERVE - (SECONDS - STEP_START) ))
+  [ "$t" -gt "$1" ] && t="$1"
+  echo "$t"
+}
+timed() {  # timed CAP cmd...: run with timeout min(CAP, budget left); skip (recorded) when under 10 s are left
+  local t
+  t="$(cap "$1")"; shift
+  if [ "$t" -lt 10 ]; then
+    echo "!! skipped, the step's ${BUDGET}-s budget is spent: $*" >&2
+    STATUS=1
+    return 0
+  fi
+  run timeout "$t" "$@"
 }
 
 install_step() {  # install what is missing for a step from the carried wheels
@@ -115,21 +140,25 @@ copy_out() {  # what comes back through the device tool: at most 8 files, flat
 
 step1() {  # the figures first: they are what a short GPU trip is for
   echo "== step1: install, doctor, models + clips, NVDEC decode, models by batch, end to end, agreement"
+  begin_step
   install_step step1
   run mkdir -p "$RESULTS"
   say "$PY -m dfserve.cli doctor --json > ${RESULTS#$REPO/}/doctor.json"
   [ "$DRY" = 1 ] || "$PY" -m dfserve.cli doctor --json > "$RESULTS/doctor.json" || STATUS=1
-  run timeout 200 "${BENCH[@]}" prepare
-  run timeout 60 "${BENCH[@]}" decode
-  run timeout 90 "${BENCH[@]}" models
-  run timeout 240 "${BENCH[@]}" hotpath
-  run timeout 60 "${BENCH[@]}" agreement
-  run timeout 30 "${BENCH[@]}" summary
+  timed 200 "${BENCH[@]}" prepare
+  timed 60 "${BENCH[@]}" decode
+  timed 90 "${BENCH[@]}" models
+  timed 240 "${BENCH[@]}" hotpath
+  timed 60 "${BENCH[@]}" agreement
+  run timeout "$RESERVE" "${BENCH[@]}" summary
   copy_out doctor.json stage-decode.json stage-models.json stage-hotpath.json stage-agreement.json gpu-results.json gpu-results.md
 }
 
 gpu_pytest() {  # every file holding gpu tests except Triton's (the triton step runs that one)
-  local gpu_tests
+  local gpu_tests t
+  t="$(cap "$1")"
+  if [ "$t" -lt 10 ]; then echo "!! skipped, the step's ${BUDGET}-s budget is spent: pytest -m gpu" >&2; STATUS=1; return 0; fi
+  set -- "$t"
   gpu_tests="$(grep -l 'pytest.mark.gpu' tests/test_*.py | grep -v test_triton_gpu.py | tr '\n' ' ')"
   say "timeout $1 $PY -m pytest -m gpu -q -p no:cacheprovider $gpu_tests> ${RESULTS#$REPO/}/pytest-gpu.log"
   if [ "$DRY" = 0 ]; then
@@ -142,15 +171,16 @@ gpu_pytest() {  # every file holding gpu tests except Triton's (the triton step 
 
 hot() {  # the hot path's figures and the gpu tests, in one short call
   echo "== hot: install, doctor, models + clips, hot path, agreement, pytest -m gpu, summary"
+  begin_step
   install_step step1
   run mkdir -p "$RESULTS"
   say "$PY -m dfserve.cli doctor --json > ${RESULTS#$REPO/}/doctor.json"
   [ "$DRY" = 1 ] || "$PY" -m dfserve.cli doctor --json > "$RESULTS/doctor.json" || STATUS=1
-  run timeout 200 "${BENCH[@]}" prepare
-  run timeout 420 "${BENCH[@]}" hotpath
-  run timeout 90 "${BENCH[@]}" agreement
+  timed 200 "${BENCH[@]}" prepare
+  timed 420 "${BENCH[@]}" hotpath
+  timed 90 "${BENCH[@]}" agreement
   gpu_pytest 240
-  run timeout 30 "${BENCH[@]}" summary
+  run timeout "$RESERVE" "${BENCH[@]}" summary
   copy_out doctor.json stage-hotpath.json stage-agreement.json pytest-gpu.log gpu-results.json gpu-results.md
 }
 
@@ -159,19 +189,20 @@ ensure_prepared() {  # step 2 reuses step 1's models and clips; on a fresh machi
     echo "!! no models/clips from step1 under ${WORK#$REPO/} (a fresh machine?): preparing them again" >&2
     install_step step1
   fi
-  run timeout 200 "${BENCH[@]}" prepare
+  timed 200 "${BENCH[@]}" prepare
 }
 
 step2() {
   echo "== step2: pytest -m gpu, seed reference on the GPU, CUDA shared memory, summary"
+  begin_step
   install_step step1
   install_step step2
   ensure_prepared
   gpu_pytest 150
-  run timeout 150 "${BENCH[@]}" e2e
-  run timeout 90 "${BENCH[@]}" seed
-  run timeout 60 "${BENCH[@]}" cudashm
-  run timeout 60 "${BENCH[@]}" summary
+  timed 150 "${BENCH[@]}" e2e
+  timed 90 "${BENCH[@]}" seed
+  timed 60 "${BENCH[@]}" cudashm
+  run timeout "$RESERVE" "${BENCH[@]}" summary
   run tar -czf /tmp/dfserve-gpu-results.tar.gz --exclude results.tar.gz -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
   run mv /tmp/dfserve-gpu-results.tar.gz "$RESULTS/results.tar.gz"
   copy_out pytest-gpu.log stage-e2e.json stage-seed.json stage-cudashm.json gpu-results.json gpu-results.md results.tar.gz
@@ -179,16 +210,18 @@ step2() {
 
 prep() {
   echo "== prep: install, models + clips, agreement with the CPU path"
+  begin_step
   install_step step1
   run mkdir -p "$RESULTS"
-  run timeout 200 "${BENCH[@]}" prepare
-  run timeout 120 "${BENCH[@]}" agreement
+  timed 200 "${BENCH[@]}" prepare
+  timed 120 "${BENCH[@]}" agreement
   copy_out stage-prepare.json stage-agreement.json
 }
 
 TSITE="$REPO/.cache/gpu-triton"
 triton() {
   echo "== triton: the gpu flavor on a real tritonserver on this GPU"
+  begin_step
   if [ "$DRY" = 0 ] && [ ! -f "$WORK/clips.json" ]; then
     echo "!! no models/clips under ${WORK#$REPO/}: run the prep step first on this machine (carry .whl/step1)" >&2
     prep
@@ -205,13 +238,16 @@ triton() {
   export PATH="$TSITE/bin:$PATH"
   export DFSERVE_TRITON_PYTHONPATH="$TSITE/np1"  # numpy<2 for the python backend's models only
   run mkdir -p "$RESULTS"
-  run timeout 330 "${BENCH[@]}" triton
-  say "timeout 150 $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_triton_gpu.py > ${RESULTS#$REPO/}/pytest-triton-gpu.log"
+  timed 330 "${BENCH[@]}" triton
+  local tt
+  tt="$(cap 150)"
+  [ "$tt" -lt 10 ] && tt=10
+  say "timeout $tt $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_triton_gpu.py > ${RESULTS#$REPO/}/pytest-triton-gpu.log"
   if [ "$DRY" = 0 ]; then
-    timeout 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/test_triton_gpu.py > "$RESULTS/pytest-triton-gpu.log" 2>&1 || STATUS=1
+    timeout "$tt" "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/test_triton_gpu.py > "$RESULTS/pytest-triton-gpu.log" 2>&1 || STATUS=1
     tail -n 15 "$RESULTS/pytest-triton-gpu.log"
   fi
-  run timeout 60 "${BENCH[@]}" summary
+  run timeout "$RESERVE" "${BENCH[@]}" summary
   copy_out stage-triton.json triton_gpu.png pytest-triton-gpu.log gpu-results.json gpu-results.md
 }
 
