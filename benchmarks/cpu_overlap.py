@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from ab_common import unit_u
+
 
 def one(models: str, video: str, runtime: str, precision: str) -> dict:
     """This process: score `video` once warm, return frames/s and the rows."""
@@ -56,22 +58,6 @@ def _free_detector_input() -> None:
         return (x if x.dtype == dtype else x.astype(dtype)), scale
 
     engine.detector_input = cheap
-
-
-def unit_u(models: str) -> dict:
-    """u: onnxruntime fp32 classifier faces/s at batch 8 (all threads: its default), median of 5."""
-    from dfserve.models import load_runtime, resolve_models
-    from dfserve.samples import astronaut_face_crops, normalize_faces
-
-    rt = load_runtime("onnxruntime", resolve_models(models=models), precision="fp32")
-    x = normalize_faces(astronaut_face_crops(8, seed=5))
-    rt.classify(x)
-    ts = []
-    for _ in range(7):
-        t = time.perf_counter()
-        rt.classify(x)
-        ts.append(time.perf_counter() - t)
-    return {"faces_per_s": 8 / statistics.median(ts)}
 
 
 CONFIGS = [  # (name, runtime, precision, $DFSERVE_MODEL_THREADS or None for the default split)

@@ -13,25 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+from ab_common import child, interleaved, summary, timed_score, unit_u, write
 
 
 def one(models: str, video: str, precision: str, way: str) -> dict:
     from dfserve.models import load_runtime, resolve_models
     from dfserve.pipeline import faces
     from dfserve.pipeline.engine import Scorer
-    from dfserve.pipeline.options import ScoreOptions
-    from dfserve.pipeline.sampling import parse_policy
 
     if way == "pillow":
         faces.downscale_whole = lambda img, size: None  # the Pillow branch of faces.downscale_frame (before)
@@ -40,11 +33,7 @@ def one(models: str, video: str, precision: str, way: str) -> dict:
 
         cv2.setNumThreads(1)
     rt = load_runtime("openvino", resolve_models(models=models), precision=precision)
-    list(Scorer(rt, ScoreOptions(sample=parse_policy("first:16"))).score([video]))  # warm-up
-    c, t = _cpu(), time.perf_counter()
-    r = list(Scorer(rt, ScoreOptions(sample=parse_policy("all"))).score([video]))[0]
-    dt, cpu = time.perf_counter() - t, _cpu() - c
-    return {"frames_per_s": r["frames_scored"] / dt, "cores_busy": cpu / dt, "p_fake": r["p_fake"]}
+    return timed_score(lambda opts: Scorer(rt, opts), video)
 
 
 def alone(video: str) -> dict:
@@ -73,21 +62,6 @@ def alone(video: str) -> dict:
     return out
 
 
-def unit_u(models: str) -> dict:
-    from dfserve.models import load_runtime, resolve_models
-    from dfserve.samples import astronaut_face_crops, normalize_faces
-
-    rt = load_runtime("onnxruntime", resolve_models(models=models), precision="fp32")
-    x = normalize_faces(astronaut_face_crops(8, seed=5))
-    rt.classify(x)
-    ts = []
-    for _ in range(7):
-        t = time.perf_counter()
-        rt.classify(x)
-        ts.append(time.perf_counter() - t)
-    return {"faces_per_s": 8 / statistics.median(ts)}
-
-
 CONFIGS = [("openvino fp32, Pillow (before)", "fp32", "pillow"),
            ("openvino fp32, OpenCV whole factor", "fp32", "opencv"),
            ("openvino fp32, OpenCV whole factor, 1 OpenCV thread", "fp32", "opencv-1"),
@@ -97,11 +71,7 @@ CONFIGS = [("openvino fp32, Pillow (before)", "fp32", "pillow"),
 
 
 def _sub(a, *args) -> dict:
-    cmd = [sys.executable, __file__, "--models", a.models, "--video", a.video, "--one", *map(str, args)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if out.returncode:
-        raise RuntimeError(out.stderr[-2000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return child(__file__, a.models, a.video, *args)
 
 
 def prepare(work: Path) -> tuple:
@@ -137,37 +107,15 @@ def main() -> int:
         return 0
     if not (a.models and a.video):
         a.models, a.video = prepare(Path(a.workdir))
-    runs = {c[0]: [] for c in CONFIGS}
-    us, loads = [], [round(os.getloadavg()[0], 2)]
     single = _sub(a, "alone", "-")
     print(f"detector input alone, one 720p frame: {single}", file=sys.stderr, flush=True)
-    for r in range(a.rounds):
-        us.append(_sub(a, "u", "-")["faces_per_s"])
-        for name, p, way in (CONFIGS if r % 2 == 0 else CONFIGS[::-1]):
-            x = _sub(a, p, way)
-            runs[name].append(x)
-            print(f"round {r + 1}: {name}: {x['frames_per_s']:.1f} frames/s, cores busy {x['cores_busy']:.2f}",
-                  file=sys.stderr, flush=True)
-        loads.append(round(os.getloadavg()[0], 2))
-    u = statistics.median(us)
+    ab = interleaved(CONFIGS, a.rounds, lambda cfg: _sub(a, cfg[1], cfg[2]), lambda: _sub(a, "u", "-"))
     res = {"command": "python benchmarks/detector_input_ab.py " + " ".join(sys.argv[1:]),
            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "video": os.path.basename(a.video), "rounds": a.rounds,
            "cpu_count": os.cpu_count(), "weights": "seeded random (seed 0), UNTRAINED",
-           "detector_input_alone_720p": single,
-           "u_faces_per_s": round(u, 1), "u_all": [round(v, 1) for v in us], "load_average": loads, "configs": {}}
-    for name, xs in runs.items():
-        fps = [x["frames_per_s"] for x in xs]
-        res["configs"][name] = {"frames_per_s_median": round(statistics.median(fps), 2),
-                                "frames_per_s_all": [round(v, 2) for v in fps], "u": round(statistics.median(fps) / u, 3),
-                                "cores_busy_median": round(statistics.median(x["cores_busy"] for x in xs), 2),
-                                "p_fake": sorted({x["p_fake"] for x in xs})}
-    text = json.dumps(res, indent=2)
-    print(text)
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(text + "\n")
+           "detector_input_alone_720p": single, **summary(ab)}
+    write(res, a.out)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

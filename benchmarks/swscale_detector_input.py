@@ -26,6 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ab_common import write  # noqa: E402  (benchmarks/, the script's own folder)
+
 IOU_BAR, DRIFT_BAR = 0.98, 5e-3
 
 
@@ -164,11 +166,7 @@ def main() -> int:
         ok = all(v["iou_mean"] is not None and v["iou_mean"] >= IOU_BAR and v["video_dp_fake"] is not None
                  and v["video_dp_fake"] <= DRIFT_BAR for v in vs)
         res[f"{k}_passes_bars"] = ok
-    text = json.dumps(res, indent=2)
-    print(text)
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(text + "\n")
+    write(res, a.out)
     return 0
 
 
