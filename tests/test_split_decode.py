@@ -254,3 +254,37 @@ def test_nvdec_split_gives_the_frames_of_one_nvdec_session(corpus, name):
         assert four == one, (name, policy)
         if name == "h264 closed-gop.mp4" and policy == "all":
             assert stats.ranges == 4
+
+
+def test_decoder_threads_one_on_two_cores_and_the_same_frames(videos, monkeypatch):
+    """decode.decoder_threads: one FFmpeg thread on <= 2 cores (measured faster there), FFmpeg's own choice
+    above, $DFSERVE_DECODER_THREADS overrides; the thread count changes speed only, never the frames."""
+    import hashlib
+
+    import av
+
+    from dfserve.pipeline import decode
+
+    monkeypatch.delenv(decode.DECODER_THREADS_ENV, raising=False)
+    for cores, want in ((1, 1), (2, 1), (3, 0), (16, 0)):
+        monkeypatch.setattr(decode.os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert decode.decoder_threads() == want
+    monkeypatch.setattr(decode.os, "sched_getaffinity", lambda _pid: {0, 1})
+    path = videos["face"]["path"]
+    with av.open(path) as c:
+        assert decode.decoder_stream(c, path).thread_count == 1
+
+    def digest():
+        h = hashlib.md5()
+        for _, chunk in iter_frames(path, parse_policy("all"), probe(path), DecodeStats(), 16):
+            for f in chunk:
+                h.update(f.tobytes())
+        return h.hexdigest()
+
+    one = digest()
+    monkeypatch.setenv(decode.DECODER_THREADS_ENV, "0")
+    assert decode.decoder_threads() == 0
+    assert digest() == one
+    monkeypatch.setenv(decode.DECODER_THREADS_ENV, "many")
+    with pytest.raises(UsageError):
+        decode.decoder_threads()

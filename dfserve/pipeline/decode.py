@@ -24,7 +24,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from .. import spec
-from ..errors import VideoError
+from ..errors import UsageError, VideoError
 from .frame_colours import check_colors, frame_to_bgr
 from .sampling import SamplePolicy
 
@@ -289,13 +289,38 @@ def upright(arr: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(arr, k)) if k else arr
 
 
-def decoder_stream(container, path: str, threads: int = 0):
+DECODER_THREADS_ENV = "DFSERVE_DECODER_THREADS"
+
+
+def decoder_threads() -> int:
+    """FFmpeg threads for one decoder of the CPU path (0: FFmpeg's own choice). On 2 cores or fewer, one: the
+    two networks already keep both cores busy, and FFmpeg's extra threads only take turns with them
+    (interleaved A/B, 2-core AMD EPYC, 10-s 720p, `--sample all`, 5 rounds: OpenVINO fp32 and int8 faster with
+    one decoder thread; docs/cpu-speed.md section 1b). More cores: FFmpeg's choice. `$DFSERVE_DECODER_THREADS`
+    overrides (0 = FFmpeg's choice)."""
+    env = os.environ.get(DECODER_THREADS_ENV, "").strip()
+    if env:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            raise UsageError(f"${DECODER_THREADS_ENV} must be a number of threads (0: FFmpeg's choice), "
+                             f"got {env!r}") from None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return 1 if cores <= 2 else 0
+
+
+def decoder_stream(container, path: str, threads: Optional[int] = None):
     """The container's video stream set up for decoding: FFmpeg's own threads (`threads` of them, 0: as many
-    as it likes) and the decoder's pixel limit. A stream without a decoder is a VideoError."""
+    as it likes, None: `decoder_threads()`) and the decoder's pixel limit. A stream without a decoder is a
+    VideoError."""
     vs = container.streams.video[0]
     if vs.codec_context is None:
         raise VideoError(f"{path}: its video stream has an unknown codec or no decoder in this FFmpeg build")
     vs.thread_type = "AUTO"
+    threads = decoder_threads() if threads is None else threads
     if threads:
         vs.thread_count = threads
     vs.codec_context.options = {"max_pixels": str(MAX_PIXELS)}
@@ -388,8 +413,6 @@ def find_videos(paths, recursive: bool = True) -> List[str]:
         if raw.startswith("@"):
             lst = Path(raw[1:])
             if not lst.is_file():
-                from ..errors import UsageError
-
                 raise UsageError(f"list file {lst} does not exist")
             lines = [ln.strip() for ln in lst.read_text().splitlines()]
             out.extend(find_videos([ln for ln in lines if ln and not ln.startswith("#")], recursive))
