@@ -413,8 +413,8 @@ GPU_STREAMS = 4  # --streams auto on a CUDA device (one locate worker per CUDA s
 MAX_CHUNK = 256  # a request/chunk never holds more frames than this
 
 # Split decode (--split K, pipeline/split_decode.py): one video decoded as K key-frame ranges in parallel.
-# `auto` picks 1 below SPLIT_AUTO_MIN_CORES cores (FFmpeg's own frame threads already fill them: measured,
-# README), else min(cores // SPLIT_CORES_PER_RANGE, key-frame ranges, frames // SPLIT_MIN_FRAMES).
+# `auto` picks 1 below SPLIT_AUTO_MIN_CORES cores (the networks already fill them: measured, docs/scoring.md),
+# else min(cores // SPLIT_CORES_PER_RANGE, key-frame ranges, frames // SPLIT_MIN_FRAMES).
 SPLIT_AUTO = "auto"
 DEFAULT_SPLIT = SPLIT_AUTO
 MAX_SPLIT = 64
