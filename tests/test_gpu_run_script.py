@@ -1,4 +1,5 @@
 """benchmarks/gpu/run.sh: its dry run (install plan, commands, result layout) works on a CPU machine."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,7 +76,9 @@ def test_each_step_keeps_to_its_budget(tmp_path):
     assert "budget: 480 s for this step" in r.stdout  # the issue's one command of at most 8 minutes
     r = dry("step1", "--budget", "100", results=tmp_path / "r")
     assert r.returncode == 0, r.stderr
-    assert "timeout 55 " in r.stdout and " prepare\n" in r.stdout  # 100 s less the 45 s kept for the summary
+    # 100 s less the 45 s kept for the summary (less the seconds the dry run itself took on a loaded machine)
+    caps = [int(m) for m in re.findall(r"timeout (\d+) \S+ benchmarks/gpu/bench_gpu.py .* prepare\n", r.stdout)]
+    assert caps and 45 <= caps[0] <= 55, r.stdout
     assert "timeout 200 " not in r.stdout
     r = dry("hot", "--budget", "50", results=tmp_path / "r")
     assert "skipped, the step's 50-s budget is spent" in r.stderr and "hotpath" in r.stderr

@@ -391,6 +391,10 @@ def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeS
             if stats.frames_decoded == 0:
                 raise VideoError(f"{path}: corrupt video, no frame could be decoded ({ffmsg(exc)})") from exc
             stats.warning = f"decoding stopped after frame {stats.frames_decoded - 1}: {ffmsg(exc)}"
+            declared = info.frames_declared
+            if declared and stats.frames_decoded < declared - 1:  # e.g. a faststart mp4 cut short
+                stats.warning += (f"; decoded {stats.frames_decoded} of the {declared} frames the container "
+                                  "declares: the file looks truncated; the verdict covers the frames decoded")
             log.warning("%s: %s", path, stats.warning)
         except (MemoryError, OverflowError) as exc:
             raise VideoError(f"{path}: cannot be decoded ({type(exc).__name__}: a corrupt or hostile file)") from exc
