@@ -183,9 +183,8 @@ def probe_openvino() -> Dict[str, Any]:
 
 def probe_cpu_threads() -> Dict[str, Any]:
     """The CPU cores this process may use and the threads each network gets when both run at once (issue 23)."""
-    from .pipeline.runtimes.ort import MODEL_THREADS_ENV, default_threads, model_threads
-
     from .pipeline.precisions import PRECISIONS
+    from .pipeline.runtimes.ort import MODEL_THREADS_ENV, default_threads, model_threads
 
     cores = default_threads()
     try:

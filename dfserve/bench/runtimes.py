@@ -82,18 +82,13 @@ def micro(models: Path, pairs: List[Tuple[str, str]], rounds: int, reps: int = 3
     frame = np.zeros((720, 1280, 3), np.uint8)
     frame[100:612, 400:912] = astronaut_bgr()
     det_x, _ = detector_input([frame] * 16, 640)
+    from unittest import mock
+
     from ..pipeline.runtimes.ort import MODEL_THREADS_ENV
 
     # each network alone here: every core for each (the engine's split, model_threads, is for the two at once)
-    saved = os.environ.get(MODEL_THREADS_ENV)
-    os.environ[MODEL_THREADS_ENV] = "all"
-    try:
+    with mock.patch.dict(os.environ, {MODEL_THREADS_ENV: "all"}):
         rts = {pr: load_runtime(pr[0], resolve_models(models=models), batch=32, precision=pr[1]) for pr in pairs}
-    finally:
-        if saved is None:
-            os.environ.pop(MODEL_THREADS_ENV, None)
-        else:
-            os.environ[MODEL_THREADS_ENV] = saved
     cls: Dict[str, dict] = {f"{rt} {p}": {8: [], 32: []} for rt, p in pairs}
     det: Dict[str, dict] = {f"{rt} {p}": {8: [], 16: []} for rt, p in pairs}
     for r in range(rounds):

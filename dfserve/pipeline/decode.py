@@ -292,6 +292,14 @@ def upright(arr: np.ndarray, rotation: int) -> np.ndarray:
 DECODER_THREADS_ENV = "DFSERVE_DECODER_THREADS"
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def decoder_threads() -> int:
     """FFmpeg threads for one decoder of the CPU path (0: FFmpeg's own choice). On 2 cores or fewer, one: the
     two networks already keep both cores busy, and FFmpeg's extra threads only take turns with them
@@ -305,11 +313,7 @@ def decoder_threads() -> int:
         except ValueError:
             raise UsageError(f"${DECODER_THREADS_ENV} must be a number of threads (0: FFmpeg's choice), "
                              f"got {env!r}") from None
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return 1 if cores <= 2 else 0
+    return 1 if cpu_cores() <= 2 else 0
 
 
 def decoder_stream(container, path: str, threads: Optional[int] = None):
@@ -330,12 +334,20 @@ def decoder_stream(container, path: str, threads: Optional[int] = None):
 def note_truncation(path: str, info: VideoInfo, stats: DecodeStats) -> None:
     """After decoding ran to the end of the stream: warn (in `stats.warning`) when the container promised
     more frames than there were."""
-    declared = info.frames_declared
-    if stats.warning is None and declared and stats.frames_decoded < declared - 1:
-        # an index at the front of the file (mp4 faststart) promises frames that are not there
-        stats.warning = (f"decoded {stats.frames_decoded} of the {declared} frames the container declares: "
-                         "the file looks truncated; the verdict covers the frames decoded")
+    note = truncation_note(info, stats)
+    if stats.warning is None and note:
+        stats.warning = note
         log.warning("%s: %s", path, stats.warning)
+
+
+def truncation_note(info: VideoInfo, stats: DecodeStats) -> Optional[str]:
+    """What to say when fewer frames decoded than the container declares (an index at the front of the file,
+    mp4 faststart, promises frames that are not there), else None."""
+    declared = info.frames_declared
+    if declared and stats.frames_decoded < declared - 1:
+        return (f"decoded {stats.frames_decoded} of the {declared} frames the container declares: the file looks "
+                "truncated; the verdict covers the frames decoded")
+    return None
 
 
 def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeStats,
@@ -391,10 +403,9 @@ def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeS
             if stats.frames_decoded == 0:
                 raise VideoError(f"{path}: corrupt video, no frame could be decoded ({ffmsg(exc)})") from exc
             stats.warning = f"decoding stopped after frame {stats.frames_decoded - 1}: {ffmsg(exc)}"
-            declared = info.frames_declared
-            if declared and stats.frames_decoded < declared - 1:  # e.g. a faststart mp4 cut short
-                stats.warning += (f"; decoded {stats.frames_decoded} of the {declared} frames the container "
-                                  "declares: the file looks truncated; the verdict covers the frames decoded")
+            note = truncation_note(info, stats)  # e.g. a faststart mp4 cut short
+            if note:
+                stats.warning += f"; {note}"
             log.warning("%s: %s", path, stats.warning)
         except (MemoryError, OverflowError) as exc:
             raise VideoError(f"{path}: cannot be decoded ({type(exc).__name__}: a corrupt or hostile file)") from exc

@@ -26,7 +26,6 @@ most `spec.SPLIT_BUFFER_MB` of decoded frames per video.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -38,8 +37,8 @@ import numpy as np
 
 from .. import spec
 from ..errors import DfserveError, UsageError
-from .decode import (DecodeBudget, DecodeStats, FrameGuard, VideoInfo, decoder_stream, ffmsg, frame_checks,
-                     iter_frames, note_truncation, open_video, upright)
+from .decode import (DecodeBudget, DecodeStats, FrameGuard, VideoInfo, cpu_cores, decoder_stream, ffmsg,
+                     frame_checks, iter_frames, note_truncation, open_video, upright)
 from .frame_colours import check_colors, frame_to_bgr
 from .sampling import SamplePolicy
 
@@ -65,13 +64,6 @@ def parse_split(value) -> str:
         raise UsageError(f"--split must be {spec.SPLIT_AUTO} or a whole number of ranges from 1 to "
                          f"{spec.MAX_SPLIT}, got {value!r}")
     return str(k)
-
-
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
