@@ -93,8 +93,14 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default=spec.DEFAULT_SPLIT, metavar="K",
                    help="decode one video as K key-frame ranges in parallel (PyAV threads; the same frames as one "
                         f"decoder). Default {spec.DEFAULT_SPLIT}: one range below {spec.SPLIT_AUTO_MIN_CORES} cores "
-                        f"(FFmpeg's own threads fill them), else up to cores/{spec.SPLIT_CORES_PER_RANGE}. "
-                        "NVDEC (--device cuda) decodes each video in one session")
+                        f"(FFmpeg's own threads fill them), else up to cores/{spec.SPLIT_CORES_PER_RANGE}; with "
+                        f"NVDEC (--device cuda) one session per range, auto: up to {spec.NVDEC_SPLIT_AUTO}")
+    p.add_argument("--cpu-decoders", default=spec.DEFAULT_CPU_DECODERS, metavar="N",
+                   help="PyAV decoders that join the --decode-workers ones, each taking a whole video only while "
+                        "more videos wait than those can take at once (with NVDEC: CPU cores decoding beside it; on "
+                        "a GPU they hand the decoded planes over, converted there). auto: with NVDEC, (cores - "
+                        f"{spec.CPU_DECODERS_RESERVED_CORES}) / {spec.CPU_DECODER_CORES}, else 0. "
+                        f"Default {spec.DEFAULT_CPU_DECODERS}")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for onnxruntime (0: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-summary", action="store_true", help="no summary table at the end")

@@ -427,6 +427,16 @@ NVDEC_SPLIT_BUFFER_MB = 2048  # GPU memory the NVDEC ranges ahead of the one bei
 SPLIT_MAX_REORDER = 32  # a packet further than this from its presentation position: timestamps not usable
 SPLIT_MAX_INDEX_FRAMES = 2_000_000  # longer streams (18 h at 30 fps) are decoded by one decoder, not indexed
 
+# CPU decoders joining the main decoders (--cpu-decoders N, pipeline/engine.py `Decoder`): PyAV decoders that take
+# a whole video only while more videos wait than the main decoders (NVDEC sessions on a GPU) can take at once.
+# `auto`: with NVDEC, (cores - CPU_DECODERS_RESERVED_CORES) // CPU_DECODER_CORES; without NVDEC, 0 (the main
+# decoders are CPU decoders already). Default 0 until measured on a GPU (benchmarks/gpu/run.sh step `hot`).
+CPU_DECODERS_AUTO = "auto"
+DEFAULT_CPU_DECODERS = "0"
+MAX_CPU_DECODERS = 64
+CPU_DECODERS_RESERVED_CORES = 4  # the scoring thread, the locate workers and the NVDEC sessions' own threads
+CPU_DECODER_CORES = 2  # cores one joining CPU decoder is counted to use (FFmpeg threads, plane packing)
+
 # Multi-face scoring (--faces all): at most this many faces per frame are scored (largest first),
 # faces are linked into tracks by IoU >= TRACK_MIN_IOU between consecutive sampled frames, and a track
 # survives TRACK_MAX_GAP sampled frames without its face. Tracks shorter than DEFAULT_MIN_TRACK frames

@@ -5,6 +5,9 @@
   - `--split` 1/2/4/8: one clip alone, NVDEC (one session per key-frame range) and PyAV, p50 ms, the
     ranges really used, the decode-only p50 of the same split (the bound), p_fake equal to split 1;
   - the defaults (`--split auto`, `--streams auto`): all clips at once and one clip alone;
+  - CPU decoders joining NVDEC (`--cpu-decoders 0 / auto`): every clip three times, four NVDEC sessions as the
+    main decoders, frames/s and the videos each kind took; and PyAV frames uploaded as BGR vs as their planes
+    (converted on the GPU: frame_planes.py), frames/s without NVDEC;
   - `torch.compile` (inductor) against eager + CUDA graphs: classifier faces/s at batch 64/256, compile s;
   - exactness: fp32 on the GPU (TF32 off) against onnxruntime fp32 on the same pre-cropped faces
     (`fp32_max_abs_diff_precropped`, p_fake), and NV12 -> BGR on the device against the CPU path's frames
@@ -55,14 +58,25 @@ def _p50(fn, reps: int) -> float:
     return round(1000 * statistics.median(t), 1)
 
 
-def _scorer(rt, dev: str, streams: int = 0, split: str = "1", nvdec=None, workers: int = 4):
+def _scorer(rt, dev: str, streams: int = 0, split: str = "1", nvdec=None, workers: int = 4, cpu_decoders: str = "0"):
     from dfserve.pipeline.gpu_scorer import TorchScorer
     from dfserve.pipeline.options import ScoreOptions
     from dfserve.pipeline.sampling import parse_policy
 
     opts = ScoreOptions(sample=parse_policy("all"), decode_workers=workers, batch=64 if dev != "cpu" else 16,
-                        streams=streams, split=split)
+                        streams=streams, split=split, cpu_decoders=cpu_decoders)
     return TorchScorer(rt, opts, use_nvdec=nvdec)
+
+
+def _rate(sc, paths) -> dict:
+    """All `paths` at once through `sc` (after one clip's warm-up): frames/s and the videos each decoder took."""
+    list(sc.score(paths[:1]))
+    sc.videos_by_decoder.clear()
+    t0 = time.perf_counter()
+    res = list(sc.score(paths))
+    dt = time.perf_counter() - t0
+    return {"frames_per_s": round(sum(r["frames_decoded"] for r in res) / dt, 1),
+            "videos_by_decoder": dict(sc.videos_by_decoder), "errors": [r["error"] for r in res if r["error"]]}
 
 
 def _decode_only(sc, path: str) -> int:
@@ -149,6 +163,24 @@ def stage_hotpath(args, clips: dict, models: Path, seed_model) -> dict:
     print(f"  default: {out['default']}", flush=True)
     out["e2e_frames_per_s"] = max(out["e2e_frames_per_s"], out["default"]["frames_per_s"])
     out["clip_10s_1080p_p50_ms"] = min(out["clip_10s_1080p_p50_ms"], out["default"]["clip_p50_ms"])
+
+    # CPU decoders joining the main decoders: every clip three times (more videos than the main decoders take)
+    rows = []
+    for n in (("0", "2") if args.smoke else ("0", "auto")):
+        sc = _scorer(rt, dev, streams=0, split="1", workers=2 if args.smoke else 4, cpu_decoders=n)
+        rows.append({"cpu_decoders": n, "main": sc.decoder, "joined": sc.cpu_decoders(sc.decoder == "nvdec"),
+                     **_rate(sc, paths * 3)})
+        print(f"  cpu decoders {n}: {rows[-1]}", flush=True)
+    out["cpu_decoders"] = rows
+    out["e2e_frames_per_s"] = max([out["e2e_frames_per_s"]] + [r["frames_per_s"] for r in rows])
+    # PyAV's frames to the device as BGR or as planes (no NVDEC; the planes are the default on a GPU)
+    rows = []
+    for planes in (False, True):
+        sc = _scorer(rt, dev, streams=0, split="auto", nvdec=False)
+        sc.planes = planes
+        rows.append({"planes": planes, **_rate(sc, paths)})
+        print(f"  pyav planes {planes}: {rows[-1]}", flush=True)
+    out["pyav_upload"] = rows
 
     # exactness: fp32 on the device vs onnxruntime fp32 on the same pre-cropped faces
     from dfserve.contract import normalize_faces

@@ -88,6 +88,7 @@ class DecodeStats:
     frames_decoded: int = 0
     warning: Optional[str] = None
     ranges: int = 1  # key-frame ranges decoded in parallel (split_decode.py); 1: one decoder
+    decoder: str = "pyav"  # what decoded it: pyav | nvdec (engine.Decoder)
 
 
 def _av():
@@ -289,6 +290,17 @@ def upright(arr: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(arr, k)) if k else arr
 
 
+# What a decoder makes of each kept frame: (PyAV frame, colour rule, display rotation) -> an array-like whose
+# `.shape` is the upright frame's (H, W, 3). `bgr_frame` by default; a device scorer may keep the decoded planes
+# and convert them on its device (pipeline/frame_planes.py).
+FrameForm = Callable[[object, str, int], object]
+
+
+def bgr_frame(frame, colors: str, rotation: int) -> np.ndarray:
+    """The default FrameForm: upright BGR uint8 [H,W,3] by the colour rule `colors` (frame_colours.py)."""
+    return upright(frame_to_bgr(frame, colors), rotation)
+
+
 DECODER_THREADS_ENV = "DFSERVE_DECODER_THREADS"
 
 
@@ -352,15 +364,18 @@ def truncation_note(info: VideoInfo, stats: DecodeStats) -> Optional[str]:
 
 def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeStats,
                 chunk: int = 16, guard: Optional[FrameGuard] = None,
-                colors: str = spec.DEFAULT_COLORS) -> Iterator[Tuple[List[int], List[np.ndarray]]]:
+                colors: str = spec.DEFAULT_COLORS,
+                form: Optional[FrameForm] = None) -> Iterator[Tuple[List[int], List[np.ndarray]]]:
     """Decode the video, yield (indices, BGR frames) chunks of the sampled frames, upright.
 
     `fps:R` sampling uses the frames' timestamps (variable frame rate safe). Every decoded frame, sampled
     or not, is checked (`frame_checks`): the time budget (DecodeBudget) and its size (over them, a
     VideoError names the file), then `guard` if given (a request's limits: `limits.RequestGuard`).
-    `colors`: the colour rule (spec.COLORS; frame_colours.frame_to_bgr).
+    `colors`: the colour rule (spec.COLORS; frame_colours.frame_to_bgr). `form`: what each kept frame becomes
+    (default `bgr_frame`; see FrameForm).
     """
     check_colors(colors)
+    form = form or bgr_frame
     av = _av()
     sampler = policy.sampler(info.fps, info.n_frames)
     container = open_video(path)
@@ -384,7 +399,7 @@ def iter_frames(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeS
                 check(i + 1, frame.width, frame.height)
                 if sampler.keep(i, frame_time(frame)):
                     rot = frame.rotation or 0
-                    arr = upright(frame_to_bgr(frame, colors), rot)
+                    arr = form(frame, colors, rot)
                     info.rotation = rot
                     if arr.shape[1] != info.width or arr.shape[0] != info.height:
                         # rotated display, or a resolution change mid-stream: keep going with the new size

@@ -22,6 +22,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, List, Optional
@@ -31,7 +32,7 @@ import numpy as np
 from .. import spec
 from ..errors import DfserveError, NoFaceError, VideoError
 from .chunk import FrameRecord, VideoTally, records_from_faces, same_size_runs
-from .decode import DecodeStats, VideoInfo, probe
+from .decode import DecodeStats, VideoInfo, cpu_cores, probe
 from .evidence import EvidenceKeeper, evidence_entries, fake_segments, numpy_pixels
 from .faces import classifier_input, crop_faces, detector_input, faces_per_frame
 from .limits import RequestLimits
@@ -91,6 +92,17 @@ class _Stop(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Decoder:
+    """What one decode thread decodes whole videos with. A helper (a CPU decoder joining the main decoders:
+    `--cpu-decoders`) takes a video only while more videos wait than the main decoders can take at once, so it
+    adds throughput where the main decoders are the bound and never holds a batch's last videos back."""
+
+    name: str
+    iter_frames: Callable
+    helper: bool = False
+
+
 def locate_pool(runtime, n: int) -> ThreadPoolExecutor:
     """The locate workers' threads, kept with the runtime for its lifetime: a `score()` call submits its workers
     here instead of starting new threads. Per-thread state then survives from call to call: on CUDA, cuDNN keeps
@@ -147,11 +159,26 @@ class Scorer:
         self.tags = runtime_fields(runtime)  # rows record the runtime and the classifier's precision
         self.frames_scored_total = 0
         self.frames_decoded_total = 0
+        self.videos_by_decoder: Counter = Counter()  # decoder name ("... (joined)": a helper) -> videos it took
+        self._count_lock = threading.Lock()
 
     # ---------------------------------------------------------------- hooks a device scorer overrides
     def iter_frames(self, path, policy, info, stats, chunk=spec.DEFAULT_CHUNK, colors=spec.DEFAULT_COLORS, guard=None):
         """Where frames come from: PyAV, one video decoded as `--split` key-frame ranges (split_decode.py)."""
         return iter_frames_split(path, policy, info, stats, chunk, guard=guard, colors=colors, split=self.opt.split)
+
+    def decoders(self) -> List[Decoder]:
+        """The decode threads' decoders: `decode_workers` main ones (`iter_frames`), then `--cpu-decoders`
+        helpers (on the CPU: the same PyAV decoders; a device scorer's main decoders may be NVDEC)."""
+        main = [Decoder("pyav", self.iter_frames)] * self.opt.decode_workers
+        return main + [Decoder("pyav", self.iter_frames, helper=True)] * self.cpu_decoders(nvdec=False)
+
+    def cpu_decoders(self, nvdec: bool) -> int:
+        """How many CPU decoders join the main ones: `--cpu-decoders` (a number), or `auto`: with NVDEC
+        (cores - spec.CPU_DECODERS_RESERVED_CORES) // spec.CPU_DECODER_CORES, else none."""
+        if self.opt.cpu_decoders != spec.CPU_DECODERS_AUTO:
+            return int(self.opt.cpu_decoders)
+        return max(0, (cpu_cores() - spec.CPU_DECODERS_RESERVED_CORES) // spec.CPU_DECODER_CORES) if nvdec else 0
 
     def detector_prep(self, frames):
         """Runs in the decode thread: the detector's input for one same-size run (None: done in locate).
@@ -184,20 +211,23 @@ class Scorer:
         return np.asarray(self.rt.classify(faces))
 
     # ----------------------------------------------------------------------------- decode side
-    def _produce(self, paths: "queue.Queue", out: "queue.Queue", stop: threading.Event, seq,
+    def _produce(self, decoder: Decoder, take, out: "queue.Queue", stop: threading.Event, seq,
                  seq_lock: threading.Lock) -> None:
-        """Decode thread: videos from `paths` -> (seq, message) on `out`, seq counting every message of every
-        decoder in the order they enter the queue (what the locate workers' output is put back in)."""
+        """Decode thread: videos from `take()` (None: no more for this decoder) -> (seq, message) on `out`, seq
+        counting every message of every decoder in the order they enter the queue (what the locate workers'
+        output is put back in)."""
 
         def put(item):
             if not self._put_numbered(out, item, stop, seq, seq_lock):
                 raise _Stop()
 
         while not stop.is_set():
-            try:
-                job = paths.get_nowait()
-            except queue.Empty:
+            job = take()
+            if job is None:
                 return
+            job.stats.decoder = decoder.name
+            with self._count_lock:
+                self.videos_by_decoder[decoder.name + (" (joined)" if decoder.helper else "")] += 1
             try:
                 guard = self._guard(job)
                 job.info = probe(job.path, count_if_unknown=self.opt.sample.needs_frame_count)
@@ -205,8 +235,8 @@ class Scorer:
                     self.limits.check_info(job.path, job.info.width, job.info.height, job.info.frames_declared)
                 put(("start", job))
                 kw = {"guard": guard} if guard is not None else {}
-                for idx, frames in self.iter_frames(job.path, self.opt.sample, job.info, job.stats, self.opt.chunk,
-                                                     colors=self.opt.colors, **kw):
+                for idx, frames in decoder.iter_frames(job.path, self.opt.sample, job.info, job.stats, self.opt.chunk,
+                                                        colors=self.opt.colors, **kw):
                     for run_idx, run in same_size_runs(idx, frames):
                         put(("chunk", job, run_idx, run, self.detector_prep(run)))
                 put(("end", job))
@@ -308,13 +338,24 @@ class Scorer:
         path_q: "queue.Queue" = queue.Queue()
         for j in jobs:
             path_q.put(j)
+        decs = self.decoders()
+        main = [d for d in decs if not d.helper][:len(jobs)]
+        helpers = [d for d in decs if d.helper][:len(jobs) - len(main)]
         n_loc = self.locate_workers() if self.overlap else 1
-        out_q: "queue.Queue" = queue.Queue(maxsize=max(n_loc, int(self.queue_per_decoder * self.opt.decode_workers)))
+        out_q: "queue.Queue" = queue.Queue(maxsize=max(n_loc, int(self.queue_per_decoder * (len(main) + len(helpers)))))
         stop = threading.Event()
-        seq, seq_lock = itertools.count(), threading.Lock()
-        workers = [threading.Thread(target=self._produce, args=(path_q, out_q, stop, seq, seq_lock), daemon=True,
-                                    name=f"dfserve-decode-{i}")
-                   for i in range(min(self.opt.decode_workers, len(jobs)))]
+        seq, seq_lock, take_lock = itertools.count(), threading.Lock(), threading.Lock()
+
+        def taker(reserve: int):
+            def take():  # a video from the queue while more than `reserve` wait, else None
+                with take_lock:
+                    return path_q.get_nowait() if path_q.qsize() > reserve else None
+            return take
+
+        workers = [threading.Thread(target=self._produce, args=(d, taker(len(main) if d.helper else 0), out_q, stop,
+                                                                seq, seq_lock),
+                                    daemon=True, name=f"dfserve-decode-{i}{'-cpu' if d.helper else ''}")
+                   for i, d in enumerate(main + helpers)]
         for w in workers:
             w.start()
         threads = list(workers)

@@ -7,7 +7,8 @@ them into the BGR uint8 `frame_colours.frame_to_bgr` gives for the same decoded 
   looked up with one gather each; each 2x2 block shares its chroma sample);
 - 10/12-bit: the same float64 model (`frame_colours.seed_high_depth_bgr`: bicubic vertical chroma, pairs across,
   BT.601 limited range), the same operations in the same order.
-Everything stays on the tensors' device; nothing is copied to the host.
+Everything stays on the tensors' device; nothing is copied to the host. `planes_to_bgr` does the same for the
+planes a CPU decoder kept (frame_planes.Planes): one host-to-device copy of 1.5 bytes a pixel, then this.
 """
 from __future__ import annotations
 
@@ -76,3 +77,29 @@ def nv12_to_bgr(luma, chroma, bits: int = 8, full_range: bool = False, msb_align
     vv = _up2_rows(cf[..., 1]).repeat_interleave(2, 2)[:, :h, :w]
     bb, gg, rr = bt601_limited(yi.to(torch.float64) / scale, uu, vv)
     return torch.stack([torch.floor(ch + 0.5).clamp_(0, 255) for ch in (bb, gg, rr)], dim=-1).to(torch.uint8)
+
+
+def upright_batch(frames, rotation: int):
+    """`decode.upright` on a batch tensor [B,H,W,C]: the display rotation, as the CPU path applies it."""
+    import torch
+
+    k = int(round(rotation / 90.0)) % 4
+    return torch.rot90(frames, k, dims=(1, 2)).contiguous() if k else frames
+
+
+def planes_to_bgr(run, device):
+    """Upright BGR uint8 [B,H,W,3] on `device` from frame_planes.Planes of one form: their buffers copied in one
+    transfer, converted by `nv12_to_bgr` (the CPU path's BGR, byte for byte) and turned upright."""
+    import numpy as np
+    import torch
+
+    p = run[0]
+    h, w, ch, cw = p.height, p.width, (p.height + 1) // 2, (p.width + 1) // 2
+    host = np.stack([f.data for f in run])
+    if host.dtype != np.uint8:
+        host = host.view(np.int16)  # 10/12-bit samples fit int16; torch's uint16 has few operations
+    t = torch.from_numpy(host).to(device, non_blocking=True)
+    b, n_y, n_c = t.shape[0], h * w, ch * cw
+    y = t[:, :n_y].view(b, h, w)
+    uv = torch.stack([t[:, n_y:n_y + n_c].view(b, ch, cw), t[:, n_y + n_c:].view(b, ch, cw)], dim=-1)
+    return upright_batch(nv12_to_bgr(y, uv, bits=p.bits, full_range=p.full_range), p.rotation)

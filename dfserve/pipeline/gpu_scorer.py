@@ -3,17 +3,21 @@
 Frames stay in GPU memory from the decoder to the classifier: only detector outputs (a few KB per
 frame, for NMS) and per-frame logits come back to the host. Several videos are decoded at once
 (decode worker threads; one NVDEC session each, or `--split K` sessions per video: nvdec.py) and their
-faces share classifier batches, exactly as in the CPU Scorer this class extends. Without PyNvVideoCodec, frames are decoded by PyAV and
-uploaded once per chunk.
+faces share classifier batches, exactly as in the CPU Scorer this class extends. Without PyNvVideoCodec, frames are
+decoded by PyAV and uploaded once per chunk; `--cpu-decoders N` adds PyAV decoders beside NVDEC (engine.Decoder).
+On a GPU, PyAV's frames travel as their decoded planes and become BGR there (frame_planes.py): half the bytes of
+BGR, and no colour conversion on the CPU.
 """
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import numpy as np
 
 from .. import spec
-from .engine import ScoreOptions, Scorer
+from .engine import Decoder, ScoreOptions, Scorer
+from .gpu_colours import planes_to_bgr
 from .nvdec import (iter_frames_nvdec, iter_frames_nvdec_split, nvdec_available, nvdec_status,  # noqa: F401
                     upright_batch)  # noqa: F401 - re-exported: gpu_scorer was their home
 from .split_decode import iter_frames_split
@@ -21,16 +25,23 @@ from .split_decode import iter_frames_split
 log = logging.getLogger(__name__)
 
 
-def iter_frames_uploaded(path, policy, info, stats, chunk=16, device="cuda", colors="seed", split="1", guard=None):
+def iter_frames_uploaded(path, policy, info, stats, chunk=16, device="cuda", colors="seed", split="1", guard=None,
+                         planes: bool = False):
     """PyAV decode (`split` key-frame ranges: split_decode.py), one host-to-device copy per chunk (per run of
-    one frame size, where the size changes mid-chunk: a batch tensor holds one size)."""
+    one frame form, where the size or format changes mid-chunk: a batch tensor holds one size). `planes`: frames
+    travel as their decoded planes where the device conversion reproduces the CPU's BGR (frame_planes.py)."""
     import torch
 
-    from .chunk import same_size_runs
+    from .frame_planes import Planes, form_runs, planes_or_bgr
 
-    for idx, frames in iter_frames_split(path, policy, info, stats, chunk, guard=guard, colors=colors, split=split):
-        for run_idx, run in same_size_runs(idx, frames):
-            yield run_idx, torch.from_numpy(np.stack(run)).to(device, non_blocking=True)
+    form = planes_or_bgr if planes else None
+    for idx, frames in iter_frames_split(path, policy, info, stats, chunk, guard=guard, colors=colors, split=split,
+                                         form=form):
+        for run_idx, run in form_runs(idx, frames):
+            if isinstance(run[0], Planes):
+                yield run_idx, planes_to_bgr(run, device)
+            else:
+                yield run_idx, torch.from_numpy(np.stack(run)).to(device, non_blocking=True)
 
 
 class TorchScorer(Scorer):
@@ -43,19 +54,37 @@ class TorchScorer(Scorer):
     def __init__(self, runtime, options: ScoreOptions, model_id=None, use_nvdec: bool | None = None):
         super().__init__(runtime, options, model_id)
         dev = runtime.device
+        # PyAV's frames reach the device as planes there (one conversion on the GPU), as BGR on the CPU (swscale
+        # is faster than torch's gathers on CPU cores)
+        self.planes = dev.type == "cuda"
         if dev.type == "cuda" and (use_nvdec if use_nvdec is not None else nvdec_available()):
             self.iter_frames = lambda *a, **kw: iter_frames_nvdec_split(*a, gpu_id=dev.index or 0, split=self.opt.split,
                                                                         **kw)
             self.decoder = "nvdec"
         else:
-            self.iter_frames = lambda *a, **kw: iter_frames_uploaded(*a, device=dev, split=self.opt.split, **kw)
+            self.iter_frames = self.iter_frames_pyav
             self.decoder = "pyav"
         import torch
 
         self._torch = torch
         self._streams: dict = {}
-        log.info("torch runtime on %s (%s), decoder %s, %d locate worker(s)", dev, "fp16" if runtime.fp16 else "fp32",
-                 self.decoder, self.locate_workers())
+        log.info("torch runtime on %s (%s), decoder %s%s, %d locate worker(s)", dev,
+                 "fp16" if runtime.fp16 else "fp32", self.decoder,
+                 f" + {self.cpu_decoders(self.decoder == 'nvdec')} CPU decoder(s)" if self.opt.cpu_decoders != "0" else "",
+                 self.locate_workers())
+
+    def iter_frames_pyav(self, path, policy, info, stats, chunk=16, colors="seed", guard=None, split=None):
+        """PyAV's frames on the device (`iter_frames_uploaded`): the main decoders' without NVDEC (`--split`),
+        the joining CPU decoders' (one range: each takes a whole video)."""
+        return iter_frames_uploaded(path, policy, info, stats, chunk, device=self.rt.device, colors=colors,
+                                    split=self.opt.split if split is None else split, guard=guard, planes=self.planes)
+
+    def decoders(self) -> list:
+        """`decode_workers` main decoders (NVDEC sessions, else PyAV), then the CPU decoders that join them."""
+        nvdec = self.decoder == "nvdec"
+        main = [Decoder(self.decoder, self.iter_frames)] * self.opt.decode_workers
+        join = Decoder("pyav", partial(self.iter_frames_pyav, split="1"), helper=True)
+        return main + [join] * self.cpu_decoders(nvdec)
 
     def locate_workers(self) -> int:
         if self.opt.faces == "all":

@@ -16,6 +16,7 @@ from typing import Iterator, List, Optional, Tuple
 
 from .. import spec
 from .decode import DecodeStats, VideoInfo
+from .gpu_colours import nv12_to_bgr, split_nv12, upright_batch
 from .sampling import SamplePolicy
 from .split_decode import (Range, SplitFallback, Timeline, _next_item, _put_last, parse_split, plan_ranges,
                            read_timeline, sampled_frames)
@@ -58,8 +59,6 @@ def _frames_to_bgr_batch(frames, colors: str = "seed", height: int = 0, bits: in
     if colors == "stream":
         rgb = torch.stack([torch.from_dlpack(f) for f in frames])  # [B,H,W,3] RGB uint8 on the GPU
         return rgb.flip(-1)  # BGR, as OpenCV gives it (the seed's channel order); flip returns a new tensor
-    from .gpu_colours import nv12_to_bgr, split_nv12
-
     surf = torch.stack([torch.from_dlpack(f) for f in frames])
     if surf.dim() == 4:  # some builds expose [H*3/2, W, 1]
         surf = surf[..., 0]
@@ -81,14 +80,6 @@ def _stream_format(path: str):
         except (StopIteration, av.FFmpegError):
             rot = 0
         return bits, full, int(rot)
-
-
-def upright_batch(frames, rotation: int):
-    """`decode.upright` on a batch tensor [B,H,W,C]: the display rotation, as the CPU path applies it."""
-    import torch
-
-    k = int(round(rotation / 90.0)) % 4
-    return torch.rot90(frames, k, dims=(1, 2)).contiguous() if k else frames
 
 
 def iter_frames_nvdec(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeStats, chunk: int = 16,

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from .. import spec
 from ..errors import UsageError
 from .sampling import SamplePolicy, parse_policy
-from .split_decode import parse_split
+from .split_decode import parse_auto_count, parse_split
 
 FACES_MODES = ("largest", "all", "precropped")
 FACES_ALIASES = {"detect": "largest"}  # the name before multi-face scoring
@@ -21,6 +21,11 @@ NO_FACE_MODES = ("skip", "frame")
 # Options a caller of a server may set per request; the rest are the server's (repository config).
 REQUEST_FIELDS = ("sample", "head", "faces", "no_face", "timeline", "chunk", "min_face", "min_track", "colors",
                   "explain")
+
+
+def parse_cpu_decoders(value) -> str:
+    """`auto` or a whole number 0..spec.MAX_CPU_DECODERS, as a string (the option's one form)."""
+    return parse_auto_count(value, "--cpu-decoders", 0, spec.MAX_CPU_DECODERS)
 
 
 @dataclass
@@ -44,6 +49,7 @@ class ScoreOptions:
     detector: str = spec.DETECTOR_RETINAFACE  # retinaface | dlib (the seed's HOG detector, CPU, first face)
     split: str = spec.DEFAULT_SPLIT  # auto | K: one video decoded as K key-frame ranges in parallel (split_decode.py)
     explain: int = 0  # evidence frames per row, with their occlusion heat (0: none computed, no cost)
+    cpu_decoders: str = spec.DEFAULT_CPU_DECODERS  # auto | N: PyAV decoders joining the main ones (engine.Decoder)
 
     def __post_init__(self):
         if isinstance(self.sample, str):
@@ -51,6 +57,8 @@ class ScoreOptions:
         self.faces = FACES_ALIASES.get(self.faces, self.faces)
         if isinstance(self.split, int) and not isinstance(self.split, bool):
             self.split = str(self.split)
+        if isinstance(self.cpu_decoders, int) and not isinstance(self.cpu_decoders, bool):
+            self.cpu_decoders = str(self.cpu_decoders)
 
     def validate(self) -> "ScoreOptions":
         if self.head not in spec.HEADS:
@@ -84,6 +92,7 @@ class ScoreOptions:
             if int(getattr(self, name)) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         self.split = parse_split(self.split)
+        self.cpu_decoders = parse_cpu_decoders(self.cpu_decoders)
         if isinstance(self.explain, bool) or not 0 <= int(self.explain) <= spec.MAX_EXPLAIN:
             raise UsageError(f"--explain must be between 0 and {spec.MAX_EXPLAIN} frames, got {self.explain!r}")
         if self.chunk > spec.MAX_CHUNK:
@@ -103,6 +112,7 @@ class ScoreOptions:
                    box=getattr(args, "box", spec.DEFAULT_BOX),
                    detector=getattr(args, "detector", spec.DETECTOR_RETINAFACE),
                    split=getattr(args, "split", spec.DEFAULT_SPLIT),
+                   cpu_decoders=getattr(args, "cpu_decoders", spec.DEFAULT_CPU_DECODERS),
                    explain=getattr(args, "explain", 0) or 0).validate()
 
     @property
@@ -146,8 +156,8 @@ class ScoreOptions:
             if k == "sample":
                 clean[k] = parse_policy(str(v))
                 continue
-            if k == "split":  # "auto" or a number of ranges, as a string or a JSON number
-                clean[k] = parse_split(v)
+            if k in ("split", "cpu_decoders"):  # "auto" or a number, as a string or a JSON number
+                clean[k] = (parse_split if k == "split" else parse_cpu_decoders)(v)
                 continue
             want = kinds[k]
             try:

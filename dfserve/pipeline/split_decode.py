@@ -30,6 +30,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -37,9 +38,9 @@ import numpy as np
 
 from .. import spec
 from ..errors import DfserveError, UsageError
-from .decode import (DecodeBudget, DecodeStats, FrameGuard, VideoInfo, cpu_cores, decoder_stream, ffmsg,
-                     frame_checks, iter_frames, note_truncation, open_video, upright)
-from .frame_colours import check_colors, frame_to_bgr
+from .decode import (DecodeBudget, DecodeStats, FrameForm, FrameGuard, VideoInfo, bgr_frame, cpu_cores,
+                     decoder_stream, ffmsg, frame_checks, iter_frames, note_truncation, open_video)
+from .frame_colours import check_colors
 from .sampling import SamplePolicy
 
 log = logging.getLogger(__name__)
@@ -53,16 +54,20 @@ class SplitFallback(DfserveError):
 
 def parse_split(value) -> str:
     """`auto` or a whole number of ranges 1..spec.MAX_SPLIT, as a string (the option's one form)."""
+    return parse_auto_count(value, "--split", 1, spec.MAX_SPLIT, "of ranges ")
+
+
+def parse_auto_count(value, option: str, lo: int, hi: int, what: str = "") -> str:
+    """`auto` or a whole number lo..hi, as a string: the one form of an option that takes either."""
     text = str(value).strip().lower()
-    if text == spec.SPLIT_AUTO:
+    if text == "auto":
         return text
     try:
         k = int(text)
     except ValueError:
-        k = 0
-    if isinstance(value, bool) or not 1 <= k <= spec.MAX_SPLIT:
-        raise UsageError(f"--split must be {spec.SPLIT_AUTO} or a whole number of ranges from 1 to "
-                         f"{spec.MAX_SPLIT}, got {value!r}")
+        k = lo - 1
+    if isinstance(value, bool) or not lo <= k <= hi:
+        raise UsageError(f"{option} must be auto or a whole number {what}from {lo} to {hi}, got {value!r}")
     return str(k)
 
 
@@ -183,14 +188,17 @@ def plan_ranges(starts: List[int], n: int, k: int) -> List[Range]:
 def iter_frames_split(path: str, policy: SamplePolicy, info: VideoInfo, stats: DecodeStats,
                       chunk: int = spec.DEFAULT_CHUNK, guard: Optional[FrameGuard] = None,
                       colors: str = spec.DEFAULT_COLORS, split: str = spec.DEFAULT_SPLIT,
-                      cores: Optional[int] = None) -> Iterator[Tuple[List[int], List[np.ndarray]]]:
+                      cores: Optional[int] = None,
+                      form: Optional[FrameForm] = None) -> Iterator[Tuple[List[int], List[np.ndarray]]]:
     """`decode.iter_frames` with the video decoded as `split` key-frame ranges in parallel (see the module
     docstring): the same (indices, BGR frames) chunks, the same DecodeStats, checks and warnings.
-    `stats.ranges` says how many ranges were decoded (1: one decoder)."""
+    `stats.ranges` says how many ranges were decoded (1: one decoder). `form`: what each kept frame becomes
+    (decode.FrameForm; default BGR)."""
     check_colors(colors)
     split = parse_split(split)
     cores = cores or cpu_cores()
-    one = (path, policy, info, stats, chunk, guard, colors)
+    form = form or bgr_frame
+    one = (path, policy, info, stats, chunk, guard, colors, form)
     few = policy.kind == "first" and policy.value < 2 * spec.SPLIT_MIN_FRAMES  # the seed's first:N: not worth it
     if split == "1" or (split == spec.SPLIT_AUTO and (cores < spec.SPLIT_AUTO_MIN_CORES or few)):
         yield from iter_frames(*one)
@@ -215,7 +223,7 @@ def iter_frames_split(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
             log.info("%s: split decode off, one decoder: no key frame to start a second range from", path)
         yield from iter_frames(*one)
         return
-    frames = _ranges_in_order(path, info, stats, timeline, keep, ranges, colors, cores,
+    frames = _ranges_in_order(path, info, stats, timeline, keep, ranges, partial(form, colors=colors), cores,
                               frame_checks(str(path), budget, guard), budget, chunk, one)
     idx_buf: List[int] = []
     frm_buf: List[np.ndarray] = []
@@ -232,16 +240,17 @@ def iter_frames_split(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
 
 
 def _ranges_in_order(path, info: VideoInfo, stats: DecodeStats, timeline: Timeline, keep: List[bool],
-                     ranges: List[Range], colors: str, cores: int, check: FrameGuard, budget: DecodeBudget,
+                     ranges: List[Range], convert, cores: int, check: FrameGuard, budget: DecodeBudget,
                      chunk: int, one: tuple) -> Iterator[Tuple[int, np.ndarray]]:
-    """(index, BGR frame) of the kept frames, range after range, each range decoded in its own thread."""
+    """(index, frame) of the kept frames, range after range, each range decoded in its own thread.
+    `convert(frame, rotation=)`: what a kept frame becomes (a FrameForm with its colour rule)."""
     stop = threading.Event()
     frame_bytes = max(1, info.width * info.height * 3)
     depth = max(chunk, spec.SPLIT_BUFFER_MB * 2 ** 20 // (len(ranges) * frame_bytes))
     queues = [queue.Queue(maxsize=depth) for _ in ranges]
     threads_each = max(1, cores // len(ranges))
     workers = [threading.Thread(target=_decode_range, name=f"dfserve-split-{k}", daemon=True,
-                                args=(path, r, timeline, keep, colors, threads_each, q, stop))
+                                args=(path, r, timeline, keep, convert, threads_each, q, stop))
                for k, (r, q) in enumerate(zip(ranges, queues))]
     for w in workers:
         w.start()
@@ -298,9 +307,10 @@ class _Stopped(Exception):
     pass
 
 
-def _decode_range(path: str, rng: Range, timeline: Timeline, keep: List[bool], colors: str, threads: int,
+def _decode_range(path: str, rng: Range, timeline: Timeline, keep: List[bool], convert, threads: int,
                   out: "queue.Queue", stop: threading.Event) -> None:
-    """Decode one range; put ("frame", index, width, height, BGR or None, rotation) for each of its frames,
+    """Decode one range; put ("frame", index, width, height, frame (its FrameForm) or None, rotation) for each of
+    its frames,
     then ("done",), or ("fallback", why) as soon as a frame would be wrong or the decode fails."""
 
     def put(item) -> None:
@@ -317,7 +327,7 @@ def _decode_range(path: str, rng: Range, timeline: Timeline, keep: List[bool], c
         for n, target in enumerate(targets):
             container = open_video(path)
             try:
-                _decode_into(container, path, rng, target, timeline, keep, colors, threads, put, stop)
+                _decode_into(container, path, rng, target, timeline, keep, convert, threads, put, stop)
                 return
             except _LandedLate as exc:
                 if n == len(targets) - 1:
@@ -347,7 +357,7 @@ def _put_last(out: "queue.Queue", stop: threading.Event, item: tuple) -> bool:
     return False
 
 
-def _decode_into(container, path, rng: Range, target: Optional[int], timeline: Timeline, keep, colors, threads, put,
+def _decode_into(container, path, rng: Range, target: Optional[int], timeline: Timeline, keep, convert, threads, put,
                  stop) -> None:
     vs = decoder_stream(container, path, threads)
     pts, n_all = timeline.pts, len(timeline.pts)
@@ -378,7 +388,7 @@ def _decode_into(container, path, rng: Range, target: Optional[int], timeline: T
             if frame.is_corrupt:  # concealed errors: pixels that depend on where decoding started
                 raise SplitFallback(f"frame {i} decoded with errors")
         rotation = frame.rotation or 0
-        arr = upright(frame_to_bgr(frame, colors), rotation) if keep[i] else None
+        arr = convert(frame, rotation=rotation) if keep[i] else None
         put(("frame", i, frame.width, frame.height, arr, rotation))
         i += 1
         if i == rng.end and rng.end == len(keep) and rng.end < n_all:
