@@ -88,7 +88,6 @@ class DecodeStats:
     frames_decoded: int = 0
     warning: Optional[str] = None
     ranges: int = 1  # key-frame ranges decoded in parallel (split_decode.py); 1: one decoder
-    decoder: str = "pyav"  # what decoded it: pyav | nvdec (engine.Decoder)
 
 
 def _av():

@@ -225,7 +225,6 @@ class Scorer:
             job = take()
             if job is None:
                 return
-            job.stats.decoder = decoder.name
             with self._count_lock:
                 self.videos_by_decoder[decoder.name + (" (joined)" if decoder.helper else "")] += 1
             try:
