@@ -517,6 +517,29 @@ COLOUR_CLIPS = {
 }
 
 
+def write_raw_planes(path, frames, pix_fmt: str = "yuv420p10le", fps: int = 30) -> dict:
+    """A rawvideo clip (NUT) of the given planar YUV frames [(y, u, v)] exactly as given: the decoder hands the
+    same samples to every reader (OpenCV, PyAV), so their colour conversions can be compared sample for sample."""
+    import av
+
+    h, w = frames[0][0].shape
+    with av.open(str(path), "w", format="nut") as out:
+        st = out.add_stream("rawvideo", rate=fps)
+        st.width, st.height, st.pix_fmt = w, h, pix_fmt
+        for planes in frames:
+            f = av.VideoFrame(w, h, pix_fmt)
+            for k, arr in enumerate(planes):
+                p = f.planes[k]
+                dt = np.dtype(arr.dtype)
+                view = np.frombuffer(memoryview(p), dtype=dt).reshape(-1, p.line_size // dt.itemsize)
+                view[:arr.shape[0], :arr.shape[1]] = arr
+            for pkt in st.encode(f):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
+    return {"path": str(path), "frames": len(frames), "width": w, "height": h, "pix_fmt": pix_fmt}
+
+
 def make_colour_clip(path, kind: str, n_frames: int = 3, width: int = 160, height: int = 128, frames=None) -> dict:
     """A short clip of the moving face (or the given BGR `frames`) encoded as COLOUR_CLIPS[kind] says: codec,
     pixel format and colour tags (matrix, range, transfer, primaries) written into the stream."""

@@ -134,3 +134,32 @@ def test_cli_box_and_detector_flags_reach_the_options():
     o = ScoreOptions.from_args(p.parse_args(["v.mp4", "--box", "retinaface", "--detector", "dlib"]))
     assert (o.box, o.detector, o.box_used) == ("retinaface", "dlib", "dlib")
     assert ScoreOptions.from_json(o.to_json()).detector == "dlib"
+
+
+@pytest.mark.parametrize("kind", ["bt709", "bt709 full range", "untagged 10-bit"])
+def test_whole_pipeline_equals_the_seeds_on_colour_tagged_and_10bit_clips(ort, seed_model, tmp_path, kind):
+    """The three fidelity causes at once, on clips phones and cameras record: a BT.709-tagged (limited or full
+    range) or 10-bit stream, dlib's non-square boxes, the seed's Pillow-12 resize. `--detector dlib --no-face
+    frame` against the seed's own pipeline (OpenCV's decode, face_recognition, the seed forward): the same
+    boxes and the same verdict (the same frames, tests/test_colours.py, so |dp| at the float rounding)."""
+    from dfserve.bench.fidelity import seed_boxes
+    from dfserve.bench.seed_pipeline import SeedPipeline
+    from dfserve.export.reference import SeedReference
+    from dfserve.scoring import scorer_for
+
+    n = 5
+    try:
+        clip = samples.make_colour_clip(tmp_path / f"{kind}.mp4", kind, n_frames=n, width=640, height=360)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    path = clip["path"]
+    seed = SeedPipeline(SeedReference(seed_model)).run(path, n)
+    assert seed.faces_found == n
+    opts = ScoreOptions(sample=f"first:{n}", detector="dlib", no_face="frame", timeline=True).validate()
+    row = next(iter(scorer_for(ort, opts).score([path])))
+    assert row["error"] is None and row["frames_scored"] == n
+    boxes = seed_boxes(path, n)
+    assert [t[2] for t in row["timeline"]] == [[round(float(v), 1) for v in b] for b in boxes]
+    dp = abs(row["p_fake"] - seed.verdict.p_fake)
+    print(kind, row["p_fake"], seed.verdict.p_fake, dp)
+    assert dp <= 1e-4, (kind, dp)  # 10-bit: 0.05 with the float64 colour model this replaced

@@ -11,15 +11,23 @@ coded_h, BGR24, SWS_BICUBIC)` and `sws_scale`, and never calls `sws_setColorspac
   block shares one chroma sample, and the arithmetic is 16-bit fixed point (`seed_8bit_terms`). PyAV's
   `reformat(format="bgr24", src_colorspace="ITU601", interpolation="BICUBIC", src_color_range="MPEG")` runs the
   same converter and equals OpenCV 4.11 bit for bit (tests/test_colours.py);
-- 10- and 12-bit 4:2:0 take swscale's scaled path: chroma upsampled vertically by a 4-tap bicubic filter
-  (B=0, C=0.6, chroma sited between the luma rows), shared by pixel pairs across, then swscale 5.1's x86 MMX
-  output stage (`yuv2bgr24_X`, 16-bit multiply-high arithmetic; the C table path for the last two rows). This
-  module models it in float64 (`seed_high_depth_bgr`): the same filter, the BT.601 limited-range matrix, rounding
-  to nearest. The MMX stage's own rounding is not emulated: measured against OpenCV on the generated clips, the
-  model is within 3 grey levels at 10 bits and 4 at 12 bits, but about 95 % of pixels are off by 1 or more
-  (green is about 1 level higher on average); PyAV's swscale (FFmpeg 8) with BT.601 and bicubic differs by up
-  to 21 levels in 62 % of pixels there, so it is not used for these formats. Other high-bit-depth layouts (4:2:2,
-  4:4:4) go through PyAV's swscale with BT.601, not checked against OpenCV.
+- 10- and 12-bit 4:2:0 take swscale's scaled path: every sample taken to 15 bits, chroma upsampled vertically by
+  a 4-tap bicubic filter (B=0, C=0.6, chroma sited between the luma rows) in 12-bit weights, shared by pixel
+  pairs across; rows but the last two through the x86 MMX vertical scaler (each tap a 16-bit multiply-high, then
+  a rounder) and output stage (`yuv2bgr24_X`: the multiply-high terms of the 8-bit converter, `mmx_bgr`), the
+  last two through the C ones (32-bit sums rounded to 8 bits, then swscale's lookup tables, `c_output_tables`).
+  `seed_high_depth_bgr` reproduces both in integers: on random 10- and 12-bit planes (rawvideo clips, so the
+  samples are known; every sample value) it equals OpenCV 4.11 bit for bit at even heights of 14 rows or more,
+  and on the encoded clips of tests/test_colours.py. The filter's weights and rounder were fitted there
+  (CHROMA_TAPS_*: the bicubic taps normalised by swscale's error diffusion; the first rows' filters differ and are
+  tabled as measured). Odd heights and heights under 14 are not reproduced (OpenCV's frames differ widely there).
+  The float64 model used before (the same filter and the BT.601 matrix, rounded to nearest) was within 3-4 grey
+  levels, but green 1.2 levels high on average, which moved a sensitive checkpoint's p_fake by 0.05 on a 10-bit
+  clip (tests/test_boxes.py). Seen with OpenCV on HEVC 10-bit clips whose coded height exceeds the shown height
+  (640x360 coded as 368): its last 3 rows come out as raw samples, not colours (an OpenCV/FFmpeg fault, not
+  reproduced). PyAV's swscale (FFmpeg 8) with BT.601 and bicubic differs by up to 21 levels in 62 % of pixels, so
+  it is not used for these formats. Other high-bit-depth layouts (4:2:2, 4:4:4) go through PyAV's swscale with
+  BT.601, not checked against OpenCV.
 
 `colors="stream"` keeps PyAV's default instead: the stream's own matrix and range (bilinear chroma).
 
@@ -27,6 +35,9 @@ coded_h, BGR24, SWS_BICUBIC)` and `sws_scale`, and never calls `sws_setColorspac
 P016 planes to the same BGR with torch, from the same constants.
 """
 from __future__ import annotations
+
+from functools import lru_cache
+from typing import Tuple
 
 import numpy as np
 
@@ -37,8 +48,15 @@ from ..errors import UsageError
 SWS_BT601 = (104597, 132201, 25675, 53279)
 # swscale's bicubic filter (utils.c initFilter, SWS_BICUBIC with default params): B = 0, C = 0.6.
 BICUBIC_B, BICUBIC_C = 0.0, 0.6
-# BT.601 luma weights (Kr, Kb) for the float model of the high-bit-depth path.
-BT601_KR, BT601_KB = 0.299, 0.114
+# 10/12-bit 4:2:0 (`seed_high_depth_bgr`): swscale 5.1's scaled path, measured against OpenCV 4.11 on random planes
+# (rawvideo clips, tests/test_colours.py). Its vertical chroma filter, in 12-bit weights, for even output rows over
+# chroma rows i-2..i+1 (row 2i; reversed over rows i-1..i+2 for row 2i+1): the bicubic taps normalised with
+# swscale's error diffusion; the first rows' filters differ (measured); MMX_ROUNDER is added to every 11-bit sum.
+CHROMA_TAPS_EVEN = (-115, 985, 3572, -346)
+CHROMA_TAPS_TOP = {0: ((0, 4432), (1, -336)), 2: ((0, 959), (1, 3473), (2, -336))}
+MMX_ROUNDER = 4
+C_PATH_ROWS = 2  # swscale writes the last two rows with its C output (`c_output_tables`), not its MMX one
+C_TABLE_HEADROOM = 512  # YUVRGB_TABLE_HEADROOM and YUVRGB_TABLE_LUMA_HEADROOM of swscale 5.1
 FULL_RANGE_FORMATS = {"yuvj420p", "yuvj422p", "yuvj444p", "yuvj440p", "yuvj411p"}
 SEED_8BIT_420 = {"yuv420p", "yuvj420p"}
 
@@ -68,21 +86,42 @@ def seed_8bit_terms(full_range: bool = False) -> dict:
     carrying 3 extra bits. Returns int32 arrays of 256: y, ub, ug, vg, vr, so that
     B = clip(y[Y] + ub[U]), G = clip(y[Y] + ug[U] + vg[V]), R = clip(y[Y] + vr[V]), clipped to 0..255.
     """
+    i = np.arange(256, dtype=np.int64)
+    b, g, r, t = mmx_bgr(i << 3, i << 3, i << 3, full_range, terms=True)  # samples carrying 3 extra bits
+    return {k: v.astype(np.int32) for k, v in t.items()}
+
+
+def mmx_coefficients(full_range: bool = False) -> tuple:
+    """(y_coeff, y_offset, {vr, ub, ug, vg}): swscale's BT.601 coefficients in its 16-bit SIMD lanes, as yuv2rgb.c
+    `ff_yuv2rgb_c_init_tables` sets them (contrast and saturation 1, brightness 0), shifted up 13 bits."""
+    cy, oy, (crv, cbu, cgu, cgv) = sws_coefficients(full_range)
+    coeff = {k: _round_to_int16(v << 13) for k, v in (("vr", crv), ("ub", cbu), ("ug", cgu), ("vg", cgv))}
+    return _round_to_int16(cy << 13), _round_to_int16(oy << 3), coeff
+
+
+def sws_coefficients(full_range: bool = False) -> tuple:
+    """(cy, oy, (crv, cbu, cgu, cgv)) in 16.16 as `ff_yuv2rgb_c_init_tables` starts from them: BT.601, the range
+    scaled in (contrast and saturation 1, brightness 0); both outputs (SIMD lanes, C tables) derive from these."""
     crv, cbu, cgu, cgv = SWS_BT601[0], SWS_BT601[1], -SWS_BT601[2], -SWS_BT601[3]
     cy, oy = 1 << 16, 0
     if not full_range:
         cy, oy = _div_trunc(cy * 255, 219), 16 << 16
     else:
         crv, cbu, cgu, cgv = (_div_trunc(c * 224, 255) for c in (crv, cbu, cgu, cgv))
-    y_coeff, y_offset = _round_to_int16(cy << 13), _round_to_int16(oy << 3)
-    coeff = {k: _round_to_int16(v << 13) for k, v in (("vr", crv), ("ub", cbu), ("ug", cgu), ("vg", cgv))}
-    i = np.arange(256, dtype=np.int64)
-    ys = (i << 3) - y_offset  # within int16 for every sample
-    cs = (i << 3) - 1024
-    out = {"y": (ys * y_coeff) >> 16}
-    for k, c in coeff.items():
-        out[k] = (cs * c) >> 16
-    return {k: v.astype(np.int32) for k, v in out.items()}
+    return cy, oy, (crv, cbu, cgu, cgv)
+
+
+def mmx_bgr(y, u, v, full_range: bool = False, terms: bool = False):
+    """(B, G, R) before clipping, from samples scaled to 8 bits with 3 extra bits (11-bit: 8 x Y, 8 x U, 8 x V),
+    each term one multiply-high (`pmulhw`: (a * b) >> 16) in 16-bit lanes: swscale's x86 SIMD output arithmetic
+    (the unscaled 8-bit converter and the scaled path's `yuv2bgr24_X` alike). Integer numpy arrays or torch
+    tensors (int64); `terms=True` also returns the four terms {y, ub, ug, vg, vr}."""
+    y_coeff, y_offset, c = mmx_coefficients(full_range)
+    us, vs = u - 1024, v - 1024
+    t = {"y": ((y - y_offset) * y_coeff) >> 16, "ub": (us * c["ub"]) >> 16, "ug": (us * c["ug"]) >> 16,
+         "vg": (vs * c["vg"]) >> 16, "vr": (vs * c["vr"]) >> 16}
+    b, g, r = t["y"] + t["ub"], t["y"] + t["ug"] + t["vg"], t["y"] + t["vr"]
+    return (b, g, r, t) if terms else (b, g, r)
 
 
 # ------------------------------------------------------------------------------------- 10/12-bit 4:2:0
@@ -97,48 +136,89 @@ def _cubic(x: float) -> float:
 
 
 def chroma_up_weights() -> tuple:
-    """The 4 taps of the vertical 2x chroma upsampling, for even output rows (chroma rows i-2..i+1 for row 2i);
-    odd rows (2i+1) use them reversed over chroma rows i-1..i+2. Chroma sits between its two luma rows."""
+    """The bicubic taps of the vertical 2x chroma upsampling, for even output rows (chroma rows i-2..i+1 for row
+    2i), summing to 1: CHROMA_TAPS_EVEN is them in 12 bits (tests/test_colours.py)."""
     w = [_cubic(d) for d in (1.75, 0.75, 0.25, 1.25)]
     s = sum(w)
     return tuple(v / s for v in w)
 
 
-def bt601_limited(y, u, v):
-    """(B, G, R) float from 8-bit-scaled Y, U, V (float arrays or tensors): BT.601, limited range."""
-    kr, kb = BT601_KR, BT601_KB
-    kg = 1.0 - kr - kb
-    yy = (y - 16.0) * (255.0 / 219.0)
-    cb = (u - 128.0) * (255.0 / 224.0)
-    cr = (v - 128.0) * (255.0 / 224.0)
-    b = yy + (2.0 * (1.0 - kb)) * cb
-    g = yy - (2.0 * kb * (1.0 - kb) / kg) * cb - (2.0 * kr * (1.0 - kr) / kg) * cr
-    r = yy + (2.0 * (1.0 - kr)) * cr
-    return b, g, r
+@lru_cache(maxsize=64)
+def chroma_taps(chroma_rows: int, rows: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(index, weight), int64 [rows, 4] each: the chroma rows and 12-bit weights swscale's vertical filter gives
+    each output row (CHROMA_TAPS_EVEN / reversed for odd rows, CHROMA_TAPS_TOP, taps beyond the plane merged
+    into its edge row; unused taps weigh 0)."""
+    idx = np.zeros((rows, 4), np.int64)
+    wt = np.zeros((rows, 4), np.int64)
+    for r in range(rows):
+        i = r // 2
+        if r in CHROMA_TAPS_TOP:
+            taps = CHROMA_TAPS_TOP[r]
+        elif r % 2 == 0:
+            taps = tuple(zip(range(i - 2, i + 2), CHROMA_TAPS_EVEN))
+        else:
+            taps = tuple(zip(range(i - 1, i + 3), CHROMA_TAPS_EVEN[::-1]))
+        merged: dict = {}
+        for row, weight in taps:
+            row = min(max(row, 0), chroma_rows - 1)
+            merged[row] = merged.get(row, 0) + weight
+        for j, (row, weight) in enumerate(sorted(merged.items())):
+            idx[r, j], wt[r, j] = row, weight
+    idx.flags.writeable = wt.flags.writeable = False
+    return idx, wt
 
 
-def _up2_rows(c: np.ndarray) -> np.ndarray:
-    w0, w1, w2, w3 = chroma_up_weights()
-    h = c.shape[0]
-    p = np.concatenate([c[:1], c[:1], c, c[-1:], c[-1:]])  # chroma row k is p[k + 2]
-    even = w0 * p[0:h] + w1 * p[1:h + 1] + w2 * p[2:h + 2] + w3 * p[3:h + 3]
-    odd = w3 * p[1:h + 1] + w2 * p[2:h + 2] + w1 * p[3:h + 3] + w0 * p[4:h + 4]
-    out = np.empty((2 * h,) + c.shape[1:], dtype=np.float64)
-    out[0::2], out[1::2] = even, odd
+@lru_cache(maxsize=2)
+def c_output_tables(full_range: bool = False) -> dict:
+    """swscale's C output tables for BGR24 (yuv2rgb.c `ff_yuv2rgb_c_init_tables`, `fill_table`, `fill_gv_table`):
+    `y` (the luma ramp) and the per-sample offsets into it, rV, gU, bU, gV, indexed by an 8-bit sample plus
+    C_TABLE_HEADROOM, so that B = y[bU[U] + Y], G = y[gU[U] + gV[V] + Y], R = y[rV[V] + Y]."""
+    cy, oy, coeffs = sws_coefficients(full_range)
+    crv, cbu, cgu, cgv = (_div_trunc(c * (1 << 16) + 0x8000, cy) for c in coeffs)  # scaled by cy
+    head = C_TABLE_HEADROOM
+    start = -(384 << 16) - head * cy - oy
+    ramp = np.clip((start + np.arange(1024 + 2 * head, dtype=np.int64) * cy + 0x8000) >> 16, 0, 255)
+    yoffs = (384 if full_range else 326) + head
+    sample = np.clip(np.arange(256 + 2 * head, dtype=np.int64) - head, 0, 255)
+    out = {"y": ramp, "gV": -(cgv >> 9) + ((sample * cgv) >> 16)}
+    for k, c in (("rV", crv), ("gU", cgu), ("bU", cbu)):
+        out[k] = yoffs - (c >> 9) + ((sample * c) >> 16)
     return out
 
 
 def seed_high_depth_bgr(y: np.ndarray, u: np.ndarray, v: np.ndarray, bits: int) -> np.ndarray:
-    """BGR uint8 [H,W,3] from 4:2:0 planes of `bits`-bit samples (y [H,W], u and v [ceil(H/2), ceil(W/2)])."""
+    """BGR uint8 [H,W,3] from 4:2:0 planes of `bits`-bit samples (y [H,W], u and v [ceil(H/2), ceil(W/2)]), as
+    OpenCV 4.11's swscale converts them (module docstring): bit for bit at even heights of 14 rows or more.
+
+    int32 throughout (every product fits); chroma terms are computed once per pixel pair and broadcast over it."""
     h, w = y.shape
-    scale = float(1 << (bits - 8))
-    uu = np.repeat(_up2_rows(u.astype(np.float64) / scale), 2, axis=1)[:h, :w]
-    vv = np.repeat(_up2_rows(v.astype(np.float64) / scale), 2, axis=1)[:h, :w]
-    b, g, r = bt601_limited(y.astype(np.float64) / scale, uu, vv)
-    out = np.empty((h, w, 3), dtype=np.uint8)
-    for k, ch in enumerate((b, g, r)):
-        out[..., k] = np.clip(np.floor(ch + 0.5), 0, 255)
-    return out
+    cw = u.shape[1]
+    shift = 15 - bits  # swscale's horizontal pass takes every sample to 15 bits
+    idx, wt = chroma_taps(u.shape[0], h)
+    k = min(C_PATH_ROWS, h)
+    y15 = np.zeros((h, 2 * cw), np.int32)  # pixel pairs: [rows, cw, 2] views share their chroma sample
+    y15[:, :w] = y
+    y15 <<= shift
+    u15, v15 = (a.astype(np.int32) << shift for a in (u, v))
+    wt32 = wt.astype(np.int32)
+    out = np.empty((h, cw, 2, 3), np.uint8)
+
+    def pairs(a):
+        return a.reshape(a.shape[0], cw, 2)
+
+    rows = slice(0, h - k)  # MMX: each tap a multiply-high, then the rounder
+    mmx_u, mmx_v = (sum((c[idx[rows, j]] * wt32[rows, j, None]) >> 16 for j in range(4))[..., None] + MMX_ROUNDER
+                    for c in (u15, v15))
+    y11 = pairs((y15[rows] >> 4) + MMX_ROUNDER)  # pmulhw by 4096 (one tap of weight 1.0)
+    out[rows] = np.clip(np.stack(mmx_bgr(y11, mmx_u, mmx_v), axis=-1), 0, 255)
+    rows = slice(h - k, h)  # C: the taps summed in 32 bits, rounded to 8 bits, then the tables
+    c_u, c_v = ((((1 << 18) + sum(c[idx[rows, j]] * wt32[rows, j, None] for j in range(4))) >> 19)[..., None]
+                + C_TABLE_HEADROOM for c in (u15, v15))
+    y8 = pairs((y15[rows] * 4096 + (1 << 18)) >> 19)
+    t = c_output_tables()
+    out[rows] = np.stack([t["y"][t["bU"][c_u] + y8], t["y"][t["gU"][c_u] + t["gV"][c_v] + y8],
+                          t["y"][t["rV"][c_v] + y8]], axis=-1)
+    return out.reshape(h, 2 * cw, 3)[:, :w]
 
 
 def _plane(frame, k: int, width: int, height: int, dtype) -> np.ndarray:

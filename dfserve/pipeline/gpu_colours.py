@@ -5,14 +5,16 @@ NVDEC hands out NV12 (8-bit: a luma plane, then one plane of interleaved U, V at
 them into the BGR uint8 `frame_colours.frame_to_bgr` gives for the same decoded samples:
 - 8-bit: swscale's unscaled converter, bit for bit (the same per-sample terms, `frame_colours.seed_8bit_terms`,
   looked up with one gather each; each 2x2 block shares its chroma sample);
-- 10/12-bit: the same float64 model (`frame_colours.seed_high_depth_bgr`: bicubic vertical chroma, pairs across,
-  BT.601 limited range), the same operations in the same order.
+- 10/12-bit: the same integer model of swscale's scaled path (`frame_colours.seed_high_depth_bgr`: the vertical
+  chroma filter's taps by `chroma_taps`, `mmx_bgr`'s terms, the C output's tables for the last two rows), the same
+  operations in the same order.
 Everything stays on the tensors' device; nothing is copied to the host. `planes_to_bgr` does the same for the
 planes a CPU decoder kept (frame_planes.Planes): one host-to-device copy of 1.5 bytes a pixel, then this.
 """
 from __future__ import annotations
 
-from .frame_colours import bt601_limited, chroma_up_weights, seed_8bit_terms
+from .frame_colours import (C_PATH_ROWS, C_TABLE_HEADROOM, MMX_ROUNDER, c_output_tables, chroma_taps, mmx_bgr,
+                            seed_8bit_terms)
 
 _TERMS = {}  # (full_range, device) -> dict of int32 tensors
 
@@ -36,17 +38,6 @@ def split_nv12(surface, height: int):
     return y, uv
 
 
-def _up2_rows(c):
-    import torch
-
-    w0, w1, w2, w3 = chroma_up_weights()
-    h = c.shape[1]
-    p = torch.cat([c[:, :1], c[:, :1], c, c[:, -1:], c[:, -1:]], dim=1)
-    even = w0 * p[:, 0:h] + w1 * p[:, 1:h + 1] + w2 * p[:, 2:h + 2] + w3 * p[:, 3:h + 3]
-    odd = w3 * p[:, 1:h + 1] + w2 * p[:, 2:h + 2] + w1 * p[:, 3:h + 3] + w0 * p[:, 4:h + 4]
-    return torch.stack([even, odd], dim=2).reshape(c.shape[0], 2 * h, *c.shape[2:])
-
-
 def nv12_to_bgr(luma, chroma, bits: int = 8, full_range: bool = False, msb_aligned: bool = False):
     """BGR uint8 [B,H,W,3] from luma [B,H,W] and interleaved chroma [B,ceil(H/2),ceil(W/2),2] (NV12 / P016).
 
@@ -67,16 +58,56 @@ def nv12_to_bgr(luma, chroma, bits: int = 8, full_range: bool = False, msb_align
         yt = t["y"][yl]
         bgr = torch.stack([yt + t["ub"][u], yt + t["ug"][u] + t["vg"][v], yt + t["vr"][v]], dim=-1)
         return bgr.clamp_(0, 255).to(torch.uint8)
-    yi, ci = y.to(torch.int32), c.to(torch.int32)
+    yi, ci = y.to(torch.int64), c.to(torch.int64)
     if msb_aligned:
         yi, ci = yi & 0xFFFF, ci & 0xFFFF  # int16 storage of uint16 samples comes back negative
         yi, ci = yi >> (16 - bits), ci >> (16 - bits)
-    scale = float(1 << (bits - 8))
-    cf = ci.to(torch.float64) / scale
-    uu = _up2_rows(cf[..., 0]).repeat_interleave(2, 2)[:, :h, :w]
-    vv = _up2_rows(cf[..., 1]).repeat_interleave(2, 2)[:, :h, :w]
-    bb, gg, rr = bt601_limited(yi.to(torch.float64) / scale, uu, vv)
-    return torch.stack([torch.floor(ch + 0.5).clamp_(0, 255) for ch in (bb, gg, rr)], dim=-1).to(torch.uint8)
+    return _high_depth_bgr(yi, ci[..., 0], ci[..., 1], bits)
+
+
+def _high_depth_bgr(yi, ui, vi, bits: int):
+    """frame_colours.seed_high_depth_bgr, step for step, on int64 [B,H,W] / [B,ch,cw] tensors."""
+    import torch
+
+    b, h, w = yi.shape
+    shift = 15 - bits
+    idx, wt, t = _high_depth_constants(ui.shape[1], h, yi.device)
+    k = min(C_PATH_ROWS, h)
+    y15, u15, v15 = yi << shift, ui << shift, vi << shift
+
+    def taps(c15, rows):
+        return [c15.index_select(1, idx[rows, j]) * wt[rows, j, None] for j in range(4)]
+
+    def mmx_chroma(c15):
+        s = sum(p >> 16 for p in taps(c15, slice(0, h - k)))
+        return s.repeat_interleave(2, 2)[:, :, :w] + MMX_ROUNDER
+
+    def c_chroma(c15):
+        s = (1 << 18) + sum(taps(c15, slice(h - k, h)))
+        return (s >> 19).repeat_interleave(2, 2)[:, :, :w]
+
+    out = torch.empty((b, h, w, 3), dtype=torch.uint8, device=yi.device)
+    y11 = (y15[:, :h - k] >> 4) + MMX_ROUNDER
+    out[:, :h - k] = torch.stack(mmx_bgr(y11, mmx_chroma(u15), mmx_chroma(v15)), dim=-1).clamp_(0, 255)
+    y8 = (y15[:, h - k:] * 4096 + (1 << 18)) >> 19
+    u8, v8 = c_chroma(u15) + C_TABLE_HEADROOM, c_chroma(v15) + C_TABLE_HEADROOM
+    out[:, h - k:] = torch.stack([t["y"][t["bU"][u8] + y8], t["y"][t["gU"][u8] + t["gV"][v8] + y8],
+                                  t["y"][t["rV"][v8] + y8]], dim=-1)
+    return out
+
+
+_HIGH_DEPTH = {}  # (chroma rows, rows, device) -> (tap index, tap weight, C output tables) as tensors
+
+
+def _high_depth_constants(chroma_rows: int, rows: int, device):
+    import torch
+
+    key = (chroma_rows, rows, str(device))
+    if key not in _HIGH_DEPTH:
+        idx, wt = (torch.tensor(a, device=device) for a in chroma_taps(chroma_rows, rows))
+        tables = {k: torch.as_tensor(v, device=device) for k, v in c_output_tables().items()}
+        _HIGH_DEPTH[key] = (idx, wt, tables)
+    return _HIGH_DEPTH[key]
 
 
 def upright_batch(frames, rotation: int):
