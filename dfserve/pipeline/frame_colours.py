@@ -18,7 +18,8 @@ coded_h, BGR24, SWS_BICUBIC)` and `sws_scale`, and never calls `sws_setColorspac
   last two through the C ones (32-bit sums rounded to 8 bits, then swscale's lookup tables, `c_output_tables`).
   `seed_high_depth_bgr` reproduces both in integers: on random 10- and 12-bit planes (rawvideo clips, so the
   samples are known; every sample value) it equals OpenCV 4.11 bit for bit at even heights of 14 rows or more,
-  and on the encoded clips of tests/test_colours.py. The filter's weights and rounder were fitted there
+  and on the encoded clips of tests/test_colours.py; OpenCV 4.5.5 (FFmpeg 4.4), 4.7 and 4.10 give the same frames
+  (checked once, docs/contract.md). The filter's weights and rounder were fitted there
   (CHROMA_TAPS_*: the bicubic taps normalised by swscale's error diffusion; the first rows' filters differ and are
   tabled as measured). Odd heights and heights under 14 are not reproduced (OpenCV's frames differ widely there).
   The float64 model used before (the same filter and the BT.601 matrix, rounded to nearest) was within 3-4 grey
