@@ -68,7 +68,7 @@ def test_high_bit_depth_frames_equal_opencvs(clips, kind):
 def test_high_bit_depth_random_planes_equal_opencvs(tmp_path, bits, size):
     """Random planes through a rawvideo clip (OpenCV and PyAV read the same samples): the integer model of
     swscale's scaled path equals OpenCV's frames bit for bit, over every sample value and the limited range, at
-    any width and an even height (its MMX rows, its first rows' own filters, its C-output last two rows)."""
+    even sizes (its MMX rows, its first rows' own filters, its C-output last two rows)."""
     import av
 
     rng = np.random.default_rng(bits + size[1])

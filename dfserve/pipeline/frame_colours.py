@@ -17,11 +17,12 @@ coded_h, BGR24, SWS_BICUBIC)` and `sws_scale`, and never calls `sws_setColorspac
   a rounder) and output stage (`yuv2bgr24_X`: the multiply-high terms of the 8-bit converter, `mmx_bgr`), the
   last two through the C ones (32-bit sums rounded to 8 bits, then swscale's lookup tables, `c_output_tables`).
   `seed_high_depth_bgr` reproduces both in integers: on random 10- and 12-bit planes (rawvideo clips, so the
-  samples are known; every sample value) it equals OpenCV 4.11 bit for bit at even heights of 14 rows or more,
+  samples are known; every sample value) it equals OpenCV 4.11 bit for bit at even widths and even heights of 14 rows or more,
   and on the encoded clips of tests/test_colours.py; OpenCV 4.5.5 (FFmpeg 4.4), 4.7 and 4.10 give the same frames
   (checked once, docs/contract.md). The filter's weights and rounder were fitted there
   (CHROMA_TAPS_*: the bicubic taps normalised by swscale's error diffusion; the first rows' filters differ and are
-  tabled as measured). Odd heights and heights under 14 are not reproduced (OpenCV's frames differ widely there).
+  tabled as measured). Not reproduced: odd widths (swscale then forces full horizontal chroma interpolation and
+  another output function; OpenCV's frames differ by 2+ levels everywhere), odd heights and heights under 14.
   The float64 model used before (the same filter and the BT.601 matrix, rounded to nearest) was within 3-4 grey
   levels, but green 1.2 levels high on average, which moved a sensitive checkpoint's p_fake by 0.05 on a 10-bit
   clip (tests/test_boxes.py). Seen with OpenCV on HEVC 10-bit clips whose coded height exceeds the shown height
@@ -189,7 +190,7 @@ def c_output_tables(full_range: bool = False) -> dict:
 
 def seed_high_depth_bgr(y: np.ndarray, u: np.ndarray, v: np.ndarray, bits: int) -> np.ndarray:
     """BGR uint8 [H,W,3] from 4:2:0 planes of `bits`-bit samples (y [H,W], u and v [ceil(H/2), ceil(W/2)]), as
-    OpenCV 4.11's swscale converts them (module docstring): bit for bit at even heights of 14 rows or more.
+    OpenCV 4.11's swscale converts them (module docstring): bit for bit at even widths and even heights of 14 rows or more.
 
     int32 throughout (every product fits); chroma terms are computed once per pixel pair and broadcast over it."""
     h, w = y.shape
