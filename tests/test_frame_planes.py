@@ -207,3 +207,18 @@ def test_cpu_decoders_option(monkeypatch):
     assert s.cpu_decoders(nvdec=True) == 0
     assert [d.helper for d in Scorer(Rt(), ScoreOptions(cpu_decoders=2, decode_workers=1)).decoders()] == \
         [False, True, True]
+
+
+def test_cli_cpu_decoders_flag_reaches_the_options():
+    import argparse
+
+    from dfserve.commands import add_score_options
+    from dfserve.pipeline.engine import ScoreOptions
+
+    p = argparse.ArgumentParser()
+    add_score_options(p)
+    assert ScoreOptions.from_args(p.parse_args(["v.mp4"])).cpu_decoders == "0"
+    o = ScoreOptions.from_args(p.parse_args(["v.mp4", "--cpu-decoders", "auto"]))
+    assert o.cpu_decoders == "auto" and ScoreOptions.from_json(o.to_json()).cpu_decoders == "auto"
+    with pytest.raises(UsageError, match="--cpu-decoders"):
+        ScoreOptions.from_args(p.parse_args(["v.mp4", "--cpu-decoders", "lots"]))
