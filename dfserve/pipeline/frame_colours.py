@@ -28,8 +28,8 @@ coded_h, BGR24, SWS_BICUBIC)` and `sws_scale`, and never calls `sws_setColorspac
   clip (tests/test_boxes.py). Seen with OpenCV on HEVC 10-bit clips whose coded height exceeds the shown height
   (640x360 coded as 368): its last 3 rows come out as raw samples, not colours (an OpenCV/FFmpeg fault, not
   reproduced). PyAV's swscale (FFmpeg 8) with BT.601 and bicubic differs by up to 21 levels in 62 % of pixels, so
-  it is not used for these formats. Other high-bit-depth layouts (4:2:2, 4:4:4) go through PyAV's swscale with
-  BT.601, not checked against OpenCV.
+  it is not used for these formats. Other layouts (4:2:2 and 4:4:4 at 8 and 10 bits, full range, grey) go
+  through PyAV's swscale with BT.601: equal to OpenCV's frames (tests/test_colours.py, random samples).
 
 `colors="stream"` keeps PyAV's default instead: the stream's own matrix and range (bilinear chroma).
 
