@@ -417,6 +417,8 @@ class Scorer:
             stop.set()
             for w in threads:
                 w.join(timeout=5)
+            if helpers:
+                log.info("videos by decoder: %s", ", ".join(f"{k} {v}" for k, v in self.videos_by_decoder.items()))
 
     def _stage(self, job: VideoJob, indices: List[int], frames, prep) -> List[FrameRecord]:
         """One same-size run -> records with face boxes (and tracks) and crops for the classifier."""
