@@ -188,39 +188,48 @@ def c_output_tables(full_range: bool = False) -> dict:
     return out
 
 
+@lru_cache(maxsize=4)
+def _luma_terms(bits: int) -> np.ndarray:
+    """mmx_bgr's luma term for every `bits`-bit sample (int16): the sample to 15 bits, one multiply-high by 4096
+    (a vertical tap of weight 1.0), the rounder, the term; looked up per pixel instead of computed."""
+    v = np.arange(1 << bits, dtype=np.int64)
+    y11 = ((v << (15 - bits)) >> 4) + MMX_ROUNDER
+    return mmx_bgr(y11, 1024, 1024, terms=True)[3]["y"].astype(np.int16)
+
+
 def seed_high_depth_bgr(y: np.ndarray, u: np.ndarray, v: np.ndarray, bits: int) -> np.ndarray:
     """BGR uint8 [H,W,3] from 4:2:0 planes of `bits`-bit samples (y [H,W], u and v [ceil(H/2), ceil(W/2)]), as
-    OpenCV 4.11's swscale converts them (module docstring): bit for bit at even widths and even heights of 14 rows or more.
+    OpenCV 4.11's swscale converts them (module docstring): bit for bit at even widths and even heights of 14 rows
+    or more.
 
-    int32 throughout (every product fits); chroma terms are computed once per pixel pair and broadcast over it."""
+    Integers throughout (every product fits int32); the luma term is a table lookup, the chroma terms are computed
+    at chroma resolution and repeated over their pixel pairs."""
+    import cv2
+
     h, w = y.shape
     cw = u.shape[1]
     shift = 15 - bits  # swscale's horizontal pass takes every sample to 15 bits
     idx, wt = chroma_taps(u.shape[0], h)
     k = min(C_PATH_ROWS, h)
-    y15 = np.zeros((h, 2 * cw), np.int32)  # pixel pairs: [rows, cw, 2] views share their chroma sample
-    y15[:, :w] = y
-    y15 <<= shift
     u15, v15 = (a.astype(np.int32) << shift for a in (u, v))
     wt32 = wt.astype(np.int32)
-    out = np.empty((h, cw, 2, 3), np.uint8)
-
-    def pairs(a):
-        return a.reshape(a.shape[0], cw, 2)
-
     rows = slice(0, h - k)  # MMX: each tap a multiply-high, then the rounder
-    mmx_u, mmx_v = (sum((c[idx[rows, j]] * wt32[rows, j, None]) >> 16 for j in range(4))[..., None] + MMX_ROUNDER
-                    for c in (u15, v15))
-    y11 = pairs((y15[rows] >> 4) + MMX_ROUNDER)  # pmulhw by 4096 (one tap of weight 1.0)
-    out[rows] = np.clip(np.stack(mmx_bgr(y11, mmx_u, mmx_v), axis=-1), 0, 255)
+    u11, v11 = (sum((c[idx[rows, j]] * wt32[rows, j, None]) >> 16 for j in range(4)) + MMX_ROUNDER for c in (u15, v15))
+    _, _, _, t = mmx_bgr(0, u11, v11, terms=True)
+    yt = np.take(_luma_terms(bits), y[rows])
+    # each chroma term over its pixel pair, added to the luma term with saturation to 0..255 (packuswb) by OpenCV
+    planes = [cv2.add(yt, np.repeat(term.astype(np.int16), 2, axis=1)[:, :w], dtype=cv2.CV_8U)
+              for term in (t["ub"], t["ug"] + t["vg"], t["vr"])]  # B, G, R
+    mmx_rows = cv2.merge(planes) if h > k else np.empty((0, w, 3), np.uint8)
     rows = slice(h - k, h)  # C: the taps summed in 32 bits, rounded to 8 bits, then the tables
-    c_u, c_v = ((((1 << 18) + sum(c[idx[rows, j]] * wt32[rows, j, None] for j in range(4))) >> 19)[..., None]
+    c_u, c_v = ((((1 << 18) + sum(c[idx[rows, j]] * wt32[rows, j, None] for j in range(4))) >> 19)
                 + C_TABLE_HEADROOM for c in (u15, v15))
-    y8 = pairs((y15[rows] * 4096 + (1 << 18)) >> 19)
-    t = c_output_tables()
-    out[rows] = np.stack([t["y"][t["bU"][c_u] + y8], t["y"][t["gU"][c_u] + t["gV"][c_v] + y8],
-                          t["y"][t["rV"][c_v] + y8]], axis=-1)
-    return out.reshape(h, 2 * cw, 3)[:, :w]
+    c_u, c_v = (np.repeat(a, 2, axis=1)[:, :w] for a in (c_u, c_v))
+    y8 = ((y[rows].astype(np.int32) << shift) * 4096 + (1 << 18)) >> 19
+    tb = c_output_tables()
+    c_rows = np.stack([tb["y"][tb["bU"][c_u] + y8], tb["y"][tb["gU"][c_u] + tb["gV"][c_v] + y8],
+                       tb["y"][tb["rV"][c_v] + y8]], axis=-1).astype(np.uint8)
+    return np.concatenate([mmx_rows.reshape(h - k, w, 3), c_rows])
 
 
 def _plane(frame, k: int, width: int, height: int, dtype) -> np.ndarray:
