@@ -13,6 +13,7 @@ from dfserve.pipeline.decode import DecodeStats, iter_frames, probe
 from dfserve.pipeline.sampling import parse_policy
 
 torch = pytest.importorskip("torch")
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +40,15 @@ def _bgr(path, policy="all", colors="seed"):
             for i, f in zip(idx, fr)], info
 
 
-def _uploaded(path, policy="all", colors="seed", split="1"):
+def _uploaded(path, policy="all", colors="seed", split="1", device="cpu"):
     from dfserve.pipeline.gpu_scorer import iter_frames_uploaded
 
     info = probe(path)
     got = []
-    for idx, batch in iter_frames_uploaded(path, parse_policy(policy), info, DecodeStats(), 4, device="cpu",
+    for idx, batch in iter_frames_uploaded(path, parse_policy(policy), info, DecodeStats(), 4, device=device,
                                            colors=colors, split=split, planes=True):
-        assert batch.dtype == torch.uint8 and batch.dim() == 4
-        got += [(i, f.numpy()) for i, f in zip(idx, batch)]
+        assert batch.dtype == torch.uint8 and batch.dim() == 4 and batch.device.type == device
+        got += [(i, f.cpu().numpy()) for i, f in zip(idx, batch)]
     return got, info
 
 
@@ -57,12 +58,14 @@ def _same(a, b):
         assert x.shape == y.shape and np.array_equal(x, y), f"frame {i}"
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", list(samples.COLOUR_CLIPS) + ["portrait", "odd size", "4:4:4"])
-def test_planes_become_the_cpu_paths_bgr(clips, kind):
+def test_planes_become_the_cpu_paths_bgr(clips, kind, device):
+    """On the CPU and, where there is one, on a GPU: integer arithmetic only, so byte-equal on both."""
     if kind not in clips:
         pytest.skip(f"this FFmpeg build cannot encode {kind}")
     ref, ref_info = _bgr(clips[kind])
-    got, info = _uploaded(clips[kind])
+    got, info = _uploaded(clips[kind], device=device)
     _same(got, ref)
     assert (info.width, info.height, info.rotation) == (ref_info.width, ref_info.height, ref_info.rotation)
 
@@ -222,3 +225,26 @@ def test_cli_cpu_decoders_flag_reaches_the_options():
     assert o.cpu_decoders == "auto" and ScoreOptions.from_json(o.to_json()).cpu_decoders == "auto"
     with pytest.raises(UsageError, match="--cpu-decoders"):
         ScoreOptions.from_args(p.parse_args(["v.mp4", "--cpu-decoders", "lots"]))
+
+
+@pytest.mark.gpu
+def test_cpu_decoders_join_nvdec_on_the_gpu(seed_model, batch):
+    """On a GPU with NVDEC: two NVDEC sessions and two joining CPU decoders (planes converted on the GPU) give the
+    rows of NVDEC alone (fp32, TF32 off: within the classifier's batch rounding); the CPU decoders took videos."""
+    pytest.importorskip("PyNvVideoCodec")
+    from dfserve.pipeline.engine import ScoreOptions
+    from dfserve.pipeline.gpu_scorer import TorchScorer
+    from dfserve.pipeline.runtimes.torch_rt import TorchRuntime
+
+    rt = TorchRuntime(seed_model, device="cuda", fp16=False)
+    opts = dict(sample=parse_policy("every:3"), chunk=8, decode_workers=2)
+    alone = TorchScorer(rt, ScoreOptions(**opts))
+    assert alone.decoder == "nvdec"
+    ref = _rows(alone, batch * 2)
+    joined = TorchScorer(rt, ScoreOptions(cpu_decoders=2, **opts))
+    rows = _rows(joined, batch * 2)
+    for path, r in rows.items():
+        assert (r["frames_scored"], r["error"] is None) == (ref[path]["frames_scored"], ref[path]["error"] is None)
+        if r["p_fake"] is not None:
+            assert abs(r["p_fake"] - ref[path]["p_fake"]) <= 1e-4, path
+    assert joined.videos_by_decoder["pyav (joined)"] >= 1 and joined.videos_by_decoder["nvdec"] >= 1
