@@ -64,17 +64,23 @@ def test_high_bit_depth_frames_equal_opencvs(clips, kind):
     assert _diff(ours, theirs) == (0, 0.0)
 
 
-@pytest.mark.parametrize("bits,size", [(10, (64, 36)), (12, (96, 50)), (10, (1920, 1080)), (10, (66, 14))])
+@pytest.mark.parametrize("bits,size", [(10, (64, 36)), (12, (96, 50)), (10, (1920, 1080)), (10, (66, 14)), (9, (64, 36)),
+                                       (14, (64, 36)), (16, (64, 36))])
 def test_high_bit_depth_random_planes_equal_opencvs(tmp_path, bits, size):
     """Random planes through a rawvideo clip (OpenCV and PyAV read the same samples): the integer model of
-    swscale's scaled path equals OpenCV's frames bit for bit, over every sample value and the limited range, at
-    even sizes (its MMX rows, its first rows' own filters, its C-output last two rows)."""
+    swscale's scaled path equals OpenCV's frames bit for bit at even sizes (its MMX rows, its first rows' own
+    filters, its C-output last two rows), for samples in the limited range, in the full range, and for any 16-bit
+    value a crafted stream may hold above its bit depth; the torch conversion (NVDEC's P016, the planes a CPU
+    decoder hands to a GPU) equals it."""
     import av
+    import torch
+
+    from dfserve.pipeline.gpu_colours import nv12_to_bgr
 
     rng = np.random.default_rng(bits + size[1])
     w, h = size
     frames = []
-    for lo, hi in ((0, 1 << bits), (16 << (bits - 8), 236 << (bits - 8))):
+    for lo, hi in ((16 << (bits - 8), 236 << (bits - 8)), (0, 1 << bits), (0, 1 << 16)):
         frames.append((rng.integers(lo, hi, (h, w)).astype("<u2"),
                        rng.integers(lo, hi, (h // 2, w // 2)).astype("<u2"),
                        rng.integers(lo, hi, (h // 2, w // 2)).astype("<u2")))
@@ -82,8 +88,12 @@ def test_high_bit_depth_random_planes_equal_opencvs(tmp_path, bits, size):
     theirs = _opencv(path)
     with av.open(path) as con:
         ours = [frame_to_bgr(f) for f in con.decode(video=0)]
-    assert len(ours) == len(theirs) == 2
+    assert len(ours) == len(theirs) == 3
     assert _diff(ours, theirs) == (0, 0.0)
+    for (y, u, v), want in zip(frames, ours):
+        t = lambda a: torch.from_numpy(a.view(np.int16))  # noqa: E731 - uint16 samples in int16 storage
+        got = nv12_to_bgr(t(y), torch.stack([t(u), t(v)], -1), bits=bits)[0].numpy()
+        assert np.array_equal(got, want)
 
 
 def test_the_vertical_chroma_taps_are_the_bicubic_filter_in_12_bits():

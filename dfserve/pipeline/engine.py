@@ -338,6 +338,7 @@ class Scorer:
         for j in jobs:
             path_q.put(j)
         decs = self.decoders()
+        self.videos_by_decoder = Counter()  # this call's counts (the log line below, the GPU bench)
         main = [d for d in decs if not d.helper][:len(jobs)]
         helpers = [d for d in decs if d.helper][:len(jobs) - len(main)]
         n_loc = self.locate_workers() if self.overlap else 1

@@ -11,13 +11,14 @@ coded_h, BGR24, SWS_BICUBIC)` and `sws_scale`, and never calls `sws_setColorspac
   block shares one chroma sample, and the arithmetic is 16-bit fixed point (`seed_8bit_terms`). PyAV's
   `reformat(format="bgr24", src_colorspace="ITU601", interpolation="BICUBIC", src_color_range="MPEG")` runs the
   same converter and equals OpenCV 4.11 bit for bit (tests/test_colours.py);
-- 10- and 12-bit 4:2:0 take swscale's scaled path: every sample taken to 15 bits, chroma upsampled vertically by
+- 9- to 16-bit 4:2:0 (10 and 12 in practice) take swscale's scaled path: every sample taken to 15 bits, chroma upsampled vertically by
   a 4-tap bicubic filter (B=0, C=0.6, chroma sited between the luma rows) in 12-bit weights, shared by pixel
   pairs across; rows but the last two through the x86 MMX vertical scaler (each tap a 16-bit multiply-high, then
   a rounder) and output stage (`yuv2bgr24_X`: the multiply-high terms of the 8-bit converter, `mmx_bgr`), the
   last two through the C ones (32-bit sums rounded to 8 bits, then swscale's lookup tables, `c_output_tables`).
-  `seed_high_depth_bgr` reproduces both in integers: on random 10- and 12-bit planes (rawvideo clips, so the
-  samples are known; every sample value) it equals OpenCV 4.11 bit for bit at even widths and even heights of 14 rows or more,
+  `seed_high_depth_bgr` reproduces both in integers: on random planes (rawvideo clips, so the samples are known;
+  9 to 16 bits, every sample value, even values above the bit depth as a crafted stream may
+  hold) it equals OpenCV 4.11 bit for bit at even widths and even heights of 14 rows or more,
   and on the encoded clips of tests/test_colours.py; OpenCV 4.5.5 (FFmpeg 4.4), 4.7 and 4.10 give the same frames
   (checked once, docs/contract.md). The filter's weights and rounder were fitted there
   (CHROMA_TAPS_*: the bicubic taps normalised by swscale's error diffusion; the first rows' filters differ and are
@@ -188,12 +189,22 @@ def c_output_tables(full_range: bool = False) -> dict:
     return out
 
 
-@lru_cache(maxsize=4)
+def to_15_bits(samples, bits: int):
+    """swscale's horizontal pass on `bits`-bit samples (its x86 hScale, a tap of weight 1 << 14): the sample as a
+    signed 16-bit lane below 16 bits, (s << 14) >> (bits - 1), saturated to 16 bits. In range that is
+    s << (15 - bits); samples above their bit depth (a crafted stream) come out as OpenCV's do (tested over every
+    uint16 value). Integer numpy arrays (int32 or wider) or torch tensors."""
+    if bits < 16:
+        samples = (samples ^ 0x8000) - 0x8000  # 0..65535 read as int16
+    c15 = (samples << 14) >> (bits - 1)
+    return c15.clip(-32768, 32767) if isinstance(c15, np.ndarray) else c15.clamp(-32768, 32767)
+
+
+@lru_cache(maxsize=8)
 def _luma_terms(bits: int) -> np.ndarray:
-    """mmx_bgr's luma term for every `bits`-bit sample (int16): the sample to 15 bits, one multiply-high by 4096
-    (a vertical tap of weight 1.0), the rounder, the term; looked up per pixel instead of computed."""
-    v = np.arange(1 << bits, dtype=np.int64)
-    y11 = ((v << (15 - bits)) >> 4) + MMX_ROUNDER
+    """mmx_bgr's luma term for every 16-bit sample value (int16), `bits`-bit samples: to 15 bits, one multiply-high
+    by 4096 (a vertical tap of weight 1.0), the rounder, the term; looked up per pixel instead of computed."""
+    y11 = (to_15_bits(np.arange(1 << 16, dtype=np.int64), bits) >> 4) + MMX_ROUNDER
     return mmx_bgr(y11, 1024, 1024, terms=True)[3]["y"].astype(np.int16)
 
 
@@ -208,10 +219,9 @@ def seed_high_depth_bgr(y: np.ndarray, u: np.ndarray, v: np.ndarray, bits: int) 
 
     h, w = y.shape
     cw = u.shape[1]
-    shift = 15 - bits  # swscale's horizontal pass takes every sample to 15 bits
     idx, wt = chroma_taps(u.shape[0], h)
     k = min(C_PATH_ROWS, h)
-    u15, v15 = (a.astype(np.int32) << shift for a in (u, v))
+    u15, v15 = (to_15_bits(a.astype(np.int32), bits) for a in (u, v))
     wt32 = wt.astype(np.int32)
     rows = slice(0, h - k)  # MMX: each tap a multiply-high, then the rounder
     u11, v11 = (sum((c[idx[rows, j]] * wt32[rows, j, None]) >> 16 for j in range(4)) + MMX_ROUNDER for c in (u15, v15))
@@ -225,7 +235,7 @@ def seed_high_depth_bgr(y: np.ndarray, u: np.ndarray, v: np.ndarray, bits: int) 
     c_u, c_v = ((((1 << 18) + sum(c[idx[rows, j]] * wt32[rows, j, None] for j in range(4))) >> 19)
                 + C_TABLE_HEADROOM for c in (u15, v15))
     c_u, c_v = (np.repeat(a, 2, axis=1)[:, :w] for a in (c_u, c_v))
-    y8 = ((y[rows].astype(np.int32) << shift) * 4096 + (1 << 18)) >> 19
+    y8 = (to_15_bits(y[rows].astype(np.int32), bits) * 4096 + (1 << 18)) >> 19
     tb = c_output_tables()
     c_rows = np.stack([tb["y"][tb["bU"][c_u] + y8], tb["y"][tb["gU"][c_u] + tb["gV"][c_v] + y8],
                        tb["y"][tb["rV"][c_v] + y8]], axis=-1).astype(np.uint8)
@@ -240,7 +250,8 @@ def _plane(frame, k: int, width: int, height: int, dtype) -> np.ndarray:
 
 
 def high_depth_420(frame):
-    """The bit depth if the frame is planar 4:2:0 YUV of 9-16 bits (little endian), else None."""
+    """The bit depth if the frame is planar 4:2:0 YUV of 9-16 bits (little endian), else None (all of them through
+    the integer model: equal to OpenCV's frames at 9, 10, 12, 14 and 16 bits, tests/test_colours.py)."""
     name = frame.format.name
     if not name.startswith("yuv420p") or not name.endswith("le"):
         return None

@@ -7,7 +7,7 @@ surfaces (gpu_colours.planes_to_bgr -> nv12_to_bgr). The BGR is the CPU path's, 
 (tests/test_frame_planes.py), because that function reproduces `frame_colours.frame_to_bgr`:
 
 - 8-bit 4:2:0 (yuv420p, yuvj420p) at an even width and height: swscale's unscaled converter;
-- 10/12-bit 4:2:0 (yuv420p10le, yuv420p12le): the integer model of OpenCV's scaled path.
+- 9- to 16-bit 4:2:0 (yuv420p10le, yuv420p12le, ...): the integer model of OpenCV's scaled path.
 
 Every other frame (odd 8-bit sizes, 4:2:2, 4:4:4, grey, RGB, `--colors stream`) stays BGR from the CPU
 (`decode.bgr_frame`), so a stream that changes format mid-way gives runs of both kinds (`form_runs`).
@@ -54,7 +54,7 @@ def frame_planes(frame, rotation: int) -> Optional[Planes]:
         bits, dtype = 8, np.uint8
     else:
         bits, dtype = high_depth_420(frame), np.dtype("<u2")
-        if bits is None or bits > 12:
+        if bits is None:
             return None
     cw, ch = (w + 1) // 2, (h + 1) // 2
     data = np.empty(h * w + 2 * ch * cw, dtype=dtype)

@@ -14,7 +14,7 @@ planes a CPU decoder kept (frame_planes.Planes): one host-to-device copy of 1.5 
 from __future__ import annotations
 
 from .frame_colours import (C_PATH_ROWS, C_TABLE_HEADROOM, MMX_ROUNDER, c_output_tables, chroma_taps, mmx_bgr,
-                            seed_8bit_terms)
+                            seed_8bit_terms, to_15_bits)
 
 _TERMS = {}  # (full_range, device) -> dict of int32 tensors
 
@@ -58,9 +58,8 @@ def nv12_to_bgr(luma, chroma, bits: int = 8, full_range: bool = False, msb_align
         yt = t["y"][yl]
         bgr = torch.stack([yt + t["ub"][u], yt + t["ug"][u] + t["vg"][v], yt + t["vr"][v]], dim=-1)
         return bgr.clamp_(0, 255).to(torch.uint8)
-    yi, ci = y.to(torch.int64), c.to(torch.int64)
+    yi, ci = y.to(torch.int64) & 0xFFFF, c.to(torch.int64) & 0xFFFF  # uint16 samples held in int16 come back negative
     if msb_aligned:
-        yi, ci = yi & 0xFFFF, ci & 0xFFFF  # int16 storage of uint16 samples comes back negative
         yi, ci = yi >> (16 - bits), ci >> (16 - bits)
     return _high_depth_bgr(yi, ci[..., 0], ci[..., 1], bits)
 
@@ -70,10 +69,9 @@ def _high_depth_bgr(yi, ui, vi, bits: int):
     import torch
 
     b, h, w = yi.shape
-    shift = 15 - bits
     idx, wt, t = _high_depth_constants(ui.shape[1], h, yi.device)
     k = min(C_PATH_ROWS, h)
-    y15, u15, v15 = yi << shift, ui << shift, vi << shift
+    y15, u15, v15 = (to_15_bits(a, bits) for a in (yi, ui, vi))
 
     def taps(c15, rows):
         return [c15.index_select(1, idx[rows, j]) * wt[rows, j, None] for j in range(4)]
@@ -104,6 +102,8 @@ def _high_depth_constants(chroma_rows: int, rows: int, device):
 
     key = (chroma_rows, rows, str(device))
     if key not in _HIGH_DEPTH:
+        if len(_HIGH_DEPTH) >= 32:  # a server seeing many frame sizes: keep the cache bounded
+            _HIGH_DEPTH.clear()
         idx, wt = (torch.tensor(a, device=device) for a in chroma_taps(chroma_rows, rows))
         tables = {k: torch.as_tensor(v, device=device) for k, v in c_output_tables().items()}
         _HIGH_DEPTH[key] = (idx, wt, tables)

@@ -223,7 +223,7 @@ def iter_frames_split(path: str, policy: SamplePolicy, info: VideoInfo, stats: D
             log.info("%s: split decode off, one decoder: no key frame to start a second range from", path)
         yield from iter_frames(*one)
         return
-    frames = _ranges_in_order(path, info, stats, timeline, keep, ranges, partial(form, colors=colors), cores,
+    frames = _ranges_in_order(path, info, stats, timeline, keep, ranges, partial(_convert, form, colors), cores,
                               frame_checks(str(path), budget, guard), budget, chunk, one)
     idx_buf: List[int] = []
     frm_buf: List[np.ndarray] = []
@@ -243,7 +243,7 @@ def _ranges_in_order(path, info: VideoInfo, stats: DecodeStats, timeline: Timeli
                      ranges: List[Range], convert, cores: int, check: FrameGuard, budget: DecodeBudget,
                      chunk: int, one: tuple) -> Iterator[Tuple[int, np.ndarray]]:
     """(index, frame) of the kept frames, range after range, each range decoded in its own thread.
-    `convert(frame, rotation=)`: what a kept frame becomes (a FrameForm with its colour rule)."""
+    `convert(frame, rotation)`: what a kept frame becomes (a FrameForm with its colour rule)."""
     stop = threading.Event()
     frame_bytes = max(1, info.width * info.height * 3)
     depth = max(chunk, spec.SPLIT_BUFFER_MB * 2 ** 20 // (len(ranges) * frame_bytes))
@@ -292,6 +292,11 @@ def _ranges_in_order(path, info: VideoInfo, stats: DecodeStats, timeline: Timeli
         stop.set()
         for w in workers:
             w.join(timeout=JOIN_S)
+
+
+def _convert(form: FrameForm, colors: str, frame, rotation: int):
+    """A kept frame through its FrameForm, positionally (a FrameForm's own parameter names are its business)."""
+    return form(frame, colors, rotation)
 
 
 def _next_item(q: "queue.Queue", worker: threading.Thread) -> tuple:
@@ -388,7 +393,7 @@ def _decode_into(container, path, rng: Range, target: Optional[int], timeline: T
             if frame.is_corrupt:  # concealed errors: pixels that depend on where decoding started
                 raise SplitFallback(f"frame {i} decoded with errors")
         rotation = frame.rotation or 0
-        arr = convert(frame, rotation=rotation) if keep[i] else None
+        arr = convert(frame, rotation) if keep[i] else None
         put(("frame", i, frame.width, frame.height, arr, rotation))
         i += 1
         if i == rng.end and rng.end == len(keep) and rng.end < n_all:
