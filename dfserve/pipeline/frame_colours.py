@@ -26,9 +26,9 @@ coded_h, BGR24, SWS_BICUBIC)` and `sws_scale`, and never calls `sws_setColorspac
   another output function; OpenCV's frames differ by 2+ levels everywhere), odd heights and heights under 14.
   The float64 model used before (the same filter and the BT.601 matrix, rounded to nearest) was within 3-4 grey
   levels, but green 1.2 levels high on average, which moved a sensitive checkpoint's p_fake by 0.05 on a 10-bit
-  clip (tests/test_boxes.py). Seen with OpenCV on HEVC 10-bit clips whose coded height exceeds the shown height
-  (640x360 coded as 368): its last 3 rows come out as raw samples, not colours (an OpenCV/FFmpeg fault, not
-  reproduced). PyAV's swscale (FFmpeg 8) with BT.601 and bicubic differs by up to 21 levels in 62 % of pixels, so
+  clip (tests/test_boxes.py). OpenCV never writes the last 3 rows of 10/12-bit frames whose coded
+  height exceeds the shown one (HEVC 1080p, coded as 1088): they hold whatever its buffer held (black in a fresh
+  process, other memory later), so they are not reproduced; every other row is. PyAV's swscale (FFmpeg 8) with BT.601 and bicubic differs by up to 21 levels in 62 % of pixels, so
   it is not used for these formats. Other layouts (4:2:2 and 4:4:4 at 8 and 10 bits, full range, grey) go
   through PyAV's swscale with BT.601: equal to OpenCV's frames (tests/test_colours.py, random samples).
 
